@@ -1,0 +1,175 @@
+"""Settings, read from the environment with embedded defaults.
+
+With no environment at all the server runs on SQLite (WAL) in XMPP_DATA_DIR,
+an in-memory channel layer and eager Celery. Operators script against the
+variable names below; keep them stable and documented in the README.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in ("1", "true", "yes", "on")
+
+
+XMPP_DATA_DIR = Path(os.environ.get("XMPP_DATA_DIR", BASE_DIR / "data")).resolve()
+XMPP_DOMAIN = os.environ.get("XMPP_DOMAIN", "localhost").strip().lower()
+XMPP_BIND_ADDRESS = os.environ.get("XMPP_BIND_ADDRESS", "0.0.0.0")
+XMPP_C2S_PORT = env_int("XMPP_C2S_PORT", 5222)
+XMPP_C2S_TLS_PORT = env_int("XMPP_C2S_TLS_PORT", 5223)
+XMPP_HTTP_PORT = env_int("XMPP_HTTP_PORT", 5280)
+XMPP_TLS_CERT = os.environ.get("XMPP_TLS_CERT", "")
+XMPP_TLS_KEY = os.environ.get("XMPP_TLS_KEY", "")
+# RFC 6120 §5.1: TLS is mandatory-to-negotiate unless the operator says otherwise.
+XMPP_REQUIRE_TLS = env_bool("XMPP_REQUIRE_TLS", True)
+XMPP_SCRAM_ITERATIONS = env_int("XMPP_SCRAM_ITERATIONS", 4096)
+
+# Limits (RFC 6120 §13.12); a client over a limit gets <policy-violation/>.
+XMPP_MAX_STANZA_SIZE = env_int("XMPP_MAX_STANZA_SIZE", 256 * 1024)
+XMPP_MAX_DEPTH = env_int("XMPP_MAX_DEPTH", 64)
+XMPP_MAX_ATTRIBUTES = env_int("XMPP_MAX_ATTRIBUTES", 64)
+XMPP_MAX_CONNECTIONS_PER_IP = env_int("XMPP_MAX_CONNECTIONS_PER_IP", 100)
+XMPP_STANZAS_PER_SECOND = env_int("XMPP_STANZAS_PER_SECOND", 500)
+XMPP_AUTH_TIMEOUT = env_int("XMPP_AUTH_TIMEOUT", 30)
+XMPP_MAX_OUTGOING_BUFFER = env_int("XMPP_MAX_OUTGOING_BUFFER", 1024 * 1024)
+XMPP_AUTH_FAILURE_DELAY = float(os.environ.get("XMPP_AUTH_FAILURE_DELAY", "1.0"))
+
+
+
+def load_or_create_secret_key(data_dir: Path) -> str:
+    """A per-installation key kept in the data directory, made on first start."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    import secrets
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or load_or_create_secret_key(XMPP_DATA_DIR)
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", f"localhost,127.0.0.1,{XMPP_DOMAIN}").split(",")
+    if h.strip()
+]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "imserver",
+    "xmpp",
+    "muc",
+    "pubsub",
+    "stun",
+    "admin_ui",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "imserver.urls"
+ASGI_APPLICATION = "imserver.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": XMPP_DATA_DIR / "imserver.sqlite3",
+            # WAL lets the web admin read while the XMPP side writes.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+            },
+        }
+    }
+
+# SCRAM credentials live in User.password through this hasher, so one stored
+# secret serves SASL and the web admin alike (see xmpp/passwords.py).
+PASSWORD_HASHERS = [
+    "xmpp.passwords.ScramPasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_TASK_ALWAYS_EAGER = False
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CELERY_BROKER_URL = "memory://"
+    CELERY_TASK_ALWAYS_EAGER = True
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = XMPP_DATA_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("XMPP_LOG_LEVEL", "INFO")},
+}
