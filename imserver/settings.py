@@ -98,6 +98,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+AUTH_USER_MODEL = "xmpp.User"
 ROOT_URLCONF = "imserver.urls"
 ASGI_APPLICATION = "imserver.asgi.application"
 

@@ -1,1 +1,119 @@
+"""The server's own IQ services: service discovery (XEP-0030), ping (XEP-0199),
+software version (XEP-0092) and entity time (XEP-0202).
 
+Disco answers are built from the plugin registry, so an app that registers
+a feature or a service domain shows up here without this module naming it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from importlib import metadata
+from xml.etree.ElementTree import Element, SubElement
+
+from django.contrib.auth import get_user_model
+
+from .plugins import IqRequest, plugins
+from .protocol.errors import StanzaError
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_PING = "urn:xmpp:ping"
+NS_VERSION = "jabber:iq:version"
+NS_TIME = "urn:xmpp:time"
+
+SERVER_NAME = "imserver"
+
+plugins.server_features.update({NS_DISCO_INFO, NS_DISCO_ITEMS})
+plugins.account_features.update({NS_DISCO_INFO, NS_DISCO_ITEMS})
+
+
+def _info(identity: dict[str, str], features: set[str]) -> Element:
+    query = Element(f"{{{NS_DISCO_INFO}}}query")
+    SubElement(query, f"{{{NS_DISCO_INFO}}}identity", identity)
+    for var in sorted(features):
+        SubElement(query, f"{{{NS_DISCO_INFO}}}feature", {"var": var})
+    return query
+
+
+@plugins.iq(f"{{{NS_DISCO_INFO}}}query")
+def server_info(request: IqRequest) -> Element:
+    if request.payload.get("node"):
+        raise StanzaError("item-not-found")
+    return _info(
+        {"category": "server", "type": "im", "name": SERVER_NAME},
+        request.router.registry.server_features,
+    )
+
+
+@plugins.iq(f"{{{NS_DISCO_ITEMS}}}query")
+def server_items(request: IqRequest) -> Element:
+    if request.payload.get("node"):
+        raise StanzaError("item-not-found")
+    query = Element(f"{{{NS_DISCO_ITEMS}}}query")
+    for subdomain in sorted(request.router.registry.services):
+        SubElement(query, f"{{{NS_DISCO_ITEMS}}}item", {"jid": f"{subdomain}.{request.router.domain}"})
+    return query
+
+
+async def _require_account(request: IqRequest) -> None:
+    # RFC 6121 §8.5.1: an IQ to an account that does not exist gets <service-unavailable/>.
+    if request.sender.bare == request.to:
+        return
+    exists = await get_user_model().objects.filter(username=request.to.local, is_active=True).aexists()
+    if not exists:
+        raise StanzaError("service-unavailable")
+
+
+@plugins.iq(f"{{{NS_DISCO_INFO}}}query", scopes=("account",))
+async def account_info(request: IqRequest) -> Element:
+    await _require_account(request)
+    if request.payload.get("node"):
+        raise StanzaError("item-not-found")
+    return _info(
+        {"category": "account", "type": "registered"},
+        request.router.registry.account_features,
+    )
+
+
+@plugins.iq(f"{{{NS_DISCO_ITEMS}}}query", scopes=("account",))
+async def account_items(request: IqRequest) -> Element:
+    await _require_account(request)
+    return Element(f"{{{NS_DISCO_ITEMS}}}query")
+
+
+@plugins.iq(f"{{{NS_PING}}}ping", feature=NS_PING)
+def ping(request: IqRequest) -> None:
+    """XEP-0199 §4.2: the server answers with an empty result."""
+    return None
+
+
+@plugins.iq(f"{{{NS_VERSION}}}query", feature=NS_VERSION)
+def software_version(request: IqRequest) -> Element:
+    query = Element(f"{{{NS_VERSION}}}query")
+    SubElement(query, f"{{{NS_VERSION}}}name").text = SERVER_NAME
+    SubElement(query, f"{{{NS_VERSION}}}version").text = _version()
+    return query
+
+
+@plugins.iq(f"{{{NS_TIME}}}time", feature=NS_TIME)
+def entity_time(request: IqRequest) -> Element:
+    """XEP-0202 §4: UTC time and the offset of the server's zone (XEP-0082 formats)."""
+    now = datetime.datetime.now(datetime.UTC)
+    local = now.astimezone()
+    offset = local.utcoffset() or datetime.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    time_el = Element(f"{{{NS_TIME}}}time")
+    SubElement(time_el, f"{{{NS_TIME}}}tzo").text = (
+        f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    )
+    SubElement(time_el, f"{{{NS_TIME}}}utc").text = now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return time_el
+
+
+def _version() -> str:
+    try:
+        return metadata.version("imserver")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"

@@ -1,0 +1,101 @@
+"""The plugin registry: what each app owns, registered in its AppConfig.ready().
+
+An app registers, by key, the IQ payloads it answers, the domains it serves,
+the disco features it adds and the stream features it offers. The router
+looks handlers up by key; it never scans them and never imports an app by
+name (ARCHITECTURE.md, "Router and plugins"). A third-party plugin is just
+another Django app that does the same in its ready().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+from xml.etree.ElementTree import Element
+
+from .protocol.jid import JID
+
+if TYPE_CHECKING:
+    from .c2s import ClientSession
+    from .router import Router
+
+# Where an IQ is addressed (RFC 6121 §8.5): to the server's own domain, or to
+# a user's bare JID, which the server answers on the user's behalf.
+Scope = Literal["server", "account"]
+
+
+@dataclass(slots=True)
+class IqRequest:
+    """An IQ get or set for a registered handler."""
+
+    stanza: Element
+    payload: Element
+    sender: JID
+    to: JID
+    router: Router
+    session: ClientSession | None = None
+
+    @property
+    def type(self) -> str:
+        return self.stanza.get("type", "")
+
+
+# A handler returns the result payload (or None for an empty result), or an
+# awaitable of it when it needs the database; it raises StanzaError to fail.
+IqHandler = Callable[[IqRequest], "Element | None | Awaitable[Element | None]"]
+# A service owns a whole domain (conference.<domain>, pubsub.<domain>).
+ServiceHandler = Callable[[Element, JID, "Router"], Any]
+StreamFeature = Callable[["ClientSession"], "Element | None"]
+SessionHook = Callable[["ClientSession"], Any]
+
+
+@dataclass
+class PluginRegistry:
+    iq_handlers: dict[tuple[str, str, Scope], IqHandler] = field(default_factory=dict)
+    services: dict[str, ServiceHandler] = field(default_factory=dict)
+    server_features: set[str] = field(default_factory=set)
+    account_features: set[str] = field(default_factory=set)
+    stream_features: list[StreamFeature] = field(default_factory=list)
+    session_closed_hooks: list[SessionHook] = field(default_factory=list)
+
+    def iq(
+        self,
+        payload_tag: str,
+        types: tuple[str, ...] = ("get",),
+        scopes: tuple[Scope, ...] = ("server",),
+        feature: str | None = None,
+    ) -> Callable[[IqHandler], IqHandler]:
+        """Register a handler for IQs whose payload is `{ns}tag`, e.g.
+
+        @plugins.iq("{urn:xmpp:ping}ping", types=("get",), feature="urn:xmpp:ping")
+        """
+
+        def register(handler: IqHandler) -> IqHandler:
+            for iq_type in types:
+                for scope in scopes:
+                    self.iq_handlers[(iq_type, payload_tag, scope)] = handler
+            if feature:
+                if "server" in scopes:
+                    self.server_features.add(feature)
+                if "account" in scopes:
+                    self.account_features.add(feature)
+            return handler
+
+        return register
+
+    def service(self, subdomain: str, handler: ServiceHandler) -> None:
+        """Give every stanza to `<subdomain>.<XMPP_DOMAIN>` to `handler`."""
+        self.services[subdomain] = handler
+
+    def stream_feature(self, feature: StreamFeature) -> StreamFeature:
+        """Offer a stream feature after resource binding, e.g. stream management."""
+        self.stream_features.append(feature)
+        return feature
+
+    def on_session_closed(self, hook: SessionHook) -> SessionHook:
+        self.session_closed_hooks.append(hook)
+        return hook
+
+
+plugins = PluginRegistry()

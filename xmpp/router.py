@@ -1,0 +1,210 @@
+"""The router: every stanza, from any session or service, goes through route().
+
+It owns the delivery rules of RFC 6121 §8.5 (local domain, bare and full
+JIDs, by stanza kind and type) and the dispatch of IQs to the handlers that
+plugins registered by key: (IQ type, payload `{ns}tag`, scope). Delivery to
+a session of this process is a direct call into that session's outgoing
+buffer: no channel layer and no database on the path to an online user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from .plugins import IqRequest, PluginRegistry, Scope
+from .protocol.errors import StanzaError, error_reply
+from .protocol.jid import JID, InvalidJID
+from .sessions import SessionManager
+
+if TYPE_CHECKING:
+    from .c2s import ClientSession
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
+
+
+class Router:
+    def __init__(self, domain: str, registry: PluginRegistry, sessions: SessionManager) -> None:
+        self.domain = domain
+        self.registry = registry
+        self.sessions = sessions
+        self.server_jid = JID("", domain, "")
+        self._services = {f"{sub}.{domain}": h for sub, h in registry.services.items()}
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- entry point -------------------------------------------------------
+
+    def route(self, stanza: Element, sender: JID, origin: ClientSession | None = None) -> None:
+        """Deliver `stanza`, whose 'from' is already stamped as `sender`."""
+        to_attr = stanza.get("to")
+        if to_attr is None:
+            to = sender.bare  # RFC 6120 §10.3: no 'to' means the sender's account
+        else:
+            try:
+                to = JID.parse(to_attr)
+            except InvalidJID:
+                self.bounce(stanza, StanzaError("jid-malformed"))
+                return
+        if to.domain == self.domain:
+            if not to.local:
+                self._to_server(stanza, sender, to, origin)
+            elif to.resource:
+                self._to_full_jid(stanza, sender, to, origin)
+            else:
+                self._to_bare_jid(stanza, sender, to, origin)
+            return
+        service = self._services.get(to.domain)
+        if service is not None:
+            service(stanza, sender, self)
+            return
+        # No server-to-server yet: every other domain is unreachable (RFC 6120 §8.3.3.16).
+        self.bounce(stanza, StanzaError("remote-server-not-found"))
+
+    def bounce(self, stanza: Element, error: StanzaError) -> None:
+        """Answer `stanza` with a stanza error, routed back to its sender."""
+        reply = error_reply(stanza, error)
+        if reply is None:
+            return
+        to = reply.get("to")
+        if not to:
+            return
+        try:
+            sender = JID.parse(reply.get("from") or self.domain)
+        except InvalidJID:
+            sender = self.server_jid
+            reply.set("from", self.domain)
+        self.route(reply, sender)
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run a coroutine for a stanza that needs I/O, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- RFC 6121 §8.5.3: full JID ----------------------------------------
+
+    def _to_full_jid(self, stanza, sender, to, origin) -> None:
+        target = self.sessions.get(to)
+        if target is not None:
+            target.deliver(stanza)
+            return
+        kind = _kind(stanza)
+        stanza_type = stanza.get("type")
+        if kind == "message":
+            # §8.5.3.2.1: chat and normal go to the bare JID; groupchat and
+            # headline are refused or dropped; errors are dropped.
+            if stanza_type in (None, "normal", "chat"):
+                self._to_bare_jid(stanza, sender, to.bare, origin)
+            elif stanza_type == "groupchat":
+                self.bounce(stanza, StanzaError("service-unavailable"))
+        elif kind == "presence":
+            if stanza_type in SUBSCRIPTION_TYPES:
+                self._to_bare_jid(stanza, sender, to.bare, origin)
+            # §8.5.3.2.2: other presence to a gone resource is dropped.
+        elif kind == "iq":
+            if stanza_type in ("get", "set"):
+                self.bounce(stanza, StanzaError("service-unavailable"))  # §8.5.3.2.3
+
+    # -- RFC 6121 §8.5.2: bare JID ----------------------------------------
+
+    def _to_bare_jid(self, stanza, sender, to, origin) -> None:
+        kind = _kind(stanza)
+        stanza_type = stanza.get("type")
+        if kind == "iq":
+            # §8.5.2.1.3: the server answers IQs to a bare JID on the user's behalf.
+            self._dispatch_iq(stanza, sender, to, "account", origin)
+            return
+        if kind == "presence":
+            # §8.5.2.1.2: to every available resource. Subscriptions and probes
+            # get their own state machine with rosters (RFC 6121 §3, next issue).
+            for target in self.sessions.available(to):
+                target.deliver(stanza)
+            return
+        if kind != "message" or stanza_type == "error":
+            return
+        if stanza_type == "groupchat":
+            self.bounce(stanza, StanzaError("service-unavailable"))  # §8.5.2.1.1
+            return
+        if stanza_type == "headline":
+            targets = [s for s in self.sessions.available(to) if s.priority >= 0]
+        else:
+            targets = self.sessions.highest_priority(to)
+        if targets:
+            for target in targets:
+                target.deliver(stanza)
+            return
+        if stanza_type == "headline":
+            return  # §8.5.2.2.1: dropped
+        # §8.5.2.2.1: normal and chat with no available resource go to offline
+        # storage where a plugin provides it (the IM issue), else
+        # <service-unavailable/>; §8.5.1 gives the same answer for no account.
+        self.bounce(stanza, StanzaError("service-unavailable"))
+
+    # -- the server itself and IQ dispatch --------------------------------
+
+    def _to_server(self, stanza, sender, to, origin) -> None:
+        kind = _kind(stanza)
+        if kind == "iq":
+            self._dispatch_iq(stanza, sender, to, "server", origin)
+        elif kind == "message" and stanza.get("type") not in ("error", "groupchat", "headline"):
+            self.bounce(stanza, StanzaError("service-unavailable"))
+
+    def _dispatch_iq(self, stanza, sender, to, scope: Scope, origin) -> None:
+        iq_type = stanza.get("type")
+        if iq_type not in ("get", "set"):
+            if iq_type not in ("result", "error"):
+                self.bounce(stanza, StanzaError("bad-request", "invalid IQ type"))
+            return  # results and errors to the server or an account end here
+        if len(stanza) != 1:
+            # RFC 6120 §8.2.3: a get or set has exactly one payload.
+            self.bounce(stanza, StanzaError("bad-request", "an IQ get or set has one payload"))
+            return
+        payload = stanza[0]
+        handler = self.registry.iq_handlers.get((iq_type, payload.tag, scope))
+        if handler is None:
+            self.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        request = IqRequest(stanza, payload, sender, to, self, origin)
+        try:
+            result = handler(request)
+        except StanzaError as exc:
+            self.bounce(stanza, exc)
+            return
+        if inspect.isawaitable(result):
+            self.spawn(self._await_iq(request, result))
+        else:
+            self.reply(stanza, result)
+
+    async def _await_iq(self, request: IqRequest, pending) -> None:
+        try:
+            result = await pending
+        except StanzaError as exc:
+            self.bounce(request.stanza, exc)
+            return
+        except Exception:
+            log.exception("IQ handler failed for %s", request.payload.tag)
+            self.bounce(request.stanza, StanzaError("internal-server-error"))
+            return
+        self.reply(request.stanza, result)
+
+    def reply(self, stanza: Element, payload: Element | None) -> None:
+        """Send the IQ result for `stanza`, with `payload` if any (RFC 6120 §8.2.3)."""
+        result = Element(stanza.tag, {"type": "result"})
+        if stanza.get("id") is not None:
+            result.set("id", stanza.get("id"))
+        result.set("to", stanza.get("from"))
+        result.set("from", stanza.get("to") or stanza.get("from").partition("/")[0])
+        if payload is not None:
+            result.append(payload)
+        self.route(result, JID.parse(result.get("from")))
+
+
+def _kind(stanza: Element) -> str:
+    tag = stanza.tag
+    return tag[tag.find("}") + 1 :]

@@ -1,0 +1,73 @@
+"""The bound client sessions of this process, by bare JID and resource.
+
+Owns the resource-conflict policy of RFC 6120 §7.7.2.2 (the new session
+wins; the old one is closed with <conflict/>) and the choice of resources
+for a bare JID by presence priority (RFC 6121 §8.5.2.1).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .protocol.jid import JID
+
+if TYPE_CHECKING:
+    from .c2s import ClientSession
+
+
+class SessionManager:
+    def __init__(self) -> None:
+        self._by_bare: dict[JID, dict[str, ClientSession]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(resources) for resources in self._by_bare.values())
+
+    def bind(self, session: ClientSession, jid: JID) -> ClientSession | None:
+        """Register `session` as `jid`; return the session it displaces, if any."""
+        resources = self._by_bare.setdefault(jid.bare, {})
+        old = resources.get(jid.resource)
+        resources[jid.resource] = session
+        return old if old is not session else None
+
+    def unbind(self, session: ClientSession) -> None:
+        jid = session.jid
+        if jid is None:
+            return
+        resources = self._by_bare.get(jid.bare)
+        if resources and resources.get(jid.resource) is session:
+            del resources[jid.resource]
+            if not resources:
+                del self._by_bare[jid.bare]
+
+    def get(self, jid: JID) -> ClientSession | None:
+        resources = self._by_bare.get(jid.bare)
+        return resources.get(jid.resource) if resources else None
+
+    def resources(self, bare: JID) -> list[ClientSession]:
+        resources = self._by_bare.get(bare)
+        return list(resources.values()) if resources else []
+
+    def has_sessions(self, bare: JID) -> bool:
+        return bare in self._by_bare
+
+    def available(self, bare: JID) -> list[ClientSession]:
+        """Resources that have sent available presence (RFC 6121 §4.2)."""
+        resources = self._by_bare.get(bare)
+        if not resources:
+            return []
+        return [s for s in resources.values() if s.available]
+
+    def highest_priority(self, bare: JID) -> list[ClientSession]:
+        """The available resources with the highest non-negative priority
+        (RFC 6121 §8.5.2.1.1); empty if there is none."""
+        best: list[ClientSession] = []
+        top = -1
+        for session in self.available(bare):
+            if session.priority > top:
+                top, best = session.priority, [session]
+            elif session.priority == top:
+                best.append(session)
+        return best
+
+    def all(self) -> list[ClientSession]:
+        return [s for resources in self._by_bare.values() for s in resources.values()]

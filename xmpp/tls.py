@@ -1,0 +1,82 @@
+"""TLS for the XMPP listeners: the server certificate and the SSL context.
+
+If XMPP_TLS_CERT/XMPP_TLS_KEY are not set, a self-signed ECDSA P-256
+certificate (cheaper handshakes than RSA) for the domain is generated in
+XMPP_DATA_DIR on first start and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    context: ssl.SSLContext
+    # RFC 5929 §4: tls-server-end-point is the hash of our certificate, the
+    # same for every connection, so it is computed once.
+    server_end_point: bytes
+
+
+def generate_self_signed(domain: str, cert_path: Path, key_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    now = datetime.datetime.now(datetime.UTC)
+    alt_names = [x509.DNSName(domain), x509.DNSName(f"*.{domain}")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def server_end_point_hash(cert_pem: bytes) -> bytes:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    algorithm = cert.signature_hash_algorithm
+    # RFC 5929 §4.1: MD5 and SHA-1 are replaced by SHA-256.
+    name = "sha256" if algorithm is None or algorithm.name in ("md5", "sha1") else algorithm.name
+    return hashlib.new(name, cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+def load_tls_config(domain: str, data_dir: Path, cert: str = "", key: str = "") -> TlsConfig:
+    if cert and key:
+        cert_path, key_path = Path(cert), Path(key)
+    else:
+        cert_path, key_path = data_dir / f"{domain}.crt", data_dir / f"{domain}.key"
+        if not (cert_path.exists() and key_path.exists()):
+            log.info("generating a self-signed certificate for %s in %s", domain, data_dir)
+            generate_self_signed(domain, cert_path, key_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    # XEP-0368 direct TLS uses the ALPN protocol id "xmpp-client".
+    context.set_alpn_protocols(["xmpp-client"])
+    return TlsConfig(context, server_end_point_hash(cert_path.read_bytes()))

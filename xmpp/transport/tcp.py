@@ -1,0 +1,195 @@
+"""TCP transport for client-to-server streams: plain with STARTTLS (port 5222,
+RFC 6120 §5) and direct TLS (port 5223, XEP-0368).
+
+Bytes in, bytes out; the ClientSession does the XMPP. TLS runs over
+ssl.MemoryBIO rather than asyncio's SSL transport, whose per-connection
+buffers (256 KiB in Python 3.11) would dwarf an idle session; reads go
+into one buffer shared by every connection of the process, which is safe
+because each read is fully handled before the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from ..c2s import ClientSession
+
+if TYPE_CHECKING:
+    from ..server import XmppServer
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+_shared_buffer = bytearray(READ_SIZE)
+_shared_view = memoryview(_shared_buffer)
+
+
+class TcpStream(asyncio.BufferedProtocol):
+    __slots__ = (
+        "server",
+        "session",
+        "transport",
+        "peer",
+        "secure",
+        "_tls",
+        "_incoming",
+        "_outgoing",
+        "_handshaking",
+        "_direct_tls",
+        "_closed",
+    )
+
+    def __init__(self, server: XmppServer, direct_tls: bool) -> None:
+        self.server = server
+        self.session: ClientSession | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.secure = False
+        self._tls: ssl.SSLObject | None = None
+        self._incoming: ssl.MemoryBIO | None = None
+        self._outgoing: ssl.MemoryBIO | None = None
+        self._handshaking = False
+        self._direct_tls = direct_tls
+        self._closed = False
+
+    # -- asyncio callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        self.peer = peername[0] if peername else ""
+        if not self.server.admit(self.peer):
+            # Over the per-address limit: refuse before spending anything on it.
+            transport.abort()
+            self._closed = True
+            return
+        self.session = ClientSession(self.server, self)
+        self.server.session_opened(self.session)
+        if self._direct_tls:
+            self.start_tls()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _shared_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = bytes(_shared_view[:nbytes])
+        if self._tls is None:
+            self.session.data_received(data)
+        else:
+            self._tls_data_received(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self.session is not None:
+            self.server.release(self.peer)
+            self.server.session_closed(self.session)
+            self.session.connection_lost()
+            self.session = None
+
+    # -- what the session calls ----------------------------------------------
+
+    @property
+    def channel_bindings(self) -> dict[str, bytes]:
+        if not self.secure:
+            return {}
+        return {"tls-server-end-point": self.server.tls.server_end_point}
+
+    @property
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport else 0
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._tls is None:
+            self.transport.write(data)
+            return
+        try:
+            self._tls.write(data)
+        except ssl.SSLError:
+            self.abort()
+            return
+        self._flush_tls()
+
+    def start_tls(self) -> None:
+        """Begin the server side of a TLS handshake (after <proceed/>, or at once
+        for direct TLS); the session is told when it completes."""
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = self.server.tls.context.wrap_bio(
+            self._incoming, self._outgoing, server_side=True
+        )
+        self._handshaking = True
+
+    def close(self) -> None:
+        """Close after what is written has been sent (TLS close_notify included)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._tls is not None and not self._handshaking:
+            try:
+                self._tls.unwrap()
+            except ssl.SSLError:
+                pass
+            if self._outgoing.pending:
+                self.transport.write(self._outgoing.read())
+        self.transport.close()
+
+    def abort(self) -> None:
+        self._closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_reading(self) -> None:
+        if not self._closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._closed:
+            self.transport.resume_reading()
+
+    # -- TLS over memory BIOs -----------------------------------------------
+
+    def _tls_data_received(self, data: bytes) -> None:
+        self._incoming.write(data)
+        if self._handshaking:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush_tls()
+                return
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("TLS handshake with %s failed: %s", self.peer, exc)
+                self._flush_tls()
+                self.abort()
+                return
+            self._handshaking = False
+            self.secure = True
+            self._flush_tls()
+            self.session.tls_established()
+        chunks = []
+        try:
+            while True:
+                chunk = self._tls.read(READ_SIZE)
+                if not chunk:
+                    break  # close_notify from the peer
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            log.debug("TLS error from %s: %s", self.peer, exc)
+            self.abort()
+            return
+        self._flush_tls()
+        if chunks and self.session is not None:
+            self.session.data_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+
+    def _flush_tls(self) -> None:
+        if self._outgoing.pending and not self._closed:
+            self.transport.write(self._outgoing.read())
