@@ -1,0 +1,153 @@
+"""Real XMPP clients for the tests: slixmpp, configured to trust the test
+server's self-signed certificate, and a raw TLS/TCP socket for what a
+well-behaved library would never send."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+import time
+
+import slixmpp
+
+from .conftest import PASSWORD, RunningServer
+
+STREAM_HEADER = (
+    "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' "
+    "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+)
+
+
+def insecure_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Client(slixmpp.ClientXMPP):
+    """A slixmpp client that records what it receives."""
+
+    def __init__(self, jid: str, password: str = PASSWORD, mechanism: str | None = None) -> None:
+        super().__init__(jid, password)
+        self.ssl_context = insecure_context()
+        if mechanism:
+            self.plugin["feature_mechanisms"].use_mech = mechanism
+        for name in ("xep_0030", "xep_0199", "xep_0092", "xep_0202"):
+            self.register_plugin(name)
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.presences: asyncio.Queue = asyncio.Queue()
+        self.started = asyncio.Event()
+        self.auth_failed = asyncio.Event()
+        self.disconnected_event = asyncio.Event()
+        self.add_event_handler("session_start", lambda _: self.started.set())
+        self.add_event_handler("failed_auth", lambda _: self.auth_failed.set())
+        self.add_event_handler("disconnected", lambda _: self.disconnected_event.set())
+        self.add_event_handler("message", self.messages.put_nowait)
+        self.add_event_handler("presence", self.presences.put_nowait)
+
+
+async def connect(
+    server: RunningServer,
+    user: str,
+    resource: str = "test",
+    *,
+    mechanism: str | None = None,
+    direct_tls: bool = False,
+    password: str = PASSWORD,
+    presence: bool = True,
+    timeout: float = 10,
+) -> Client:
+    """Log in as `user` over STARTTLS (or direct TLS) and wait for the session."""
+    client = Client(server.jid(user, resource), password, mechanism)
+    if direct_tls:
+        client.enable_starttls = False
+        client.enable_direct_tls = True
+        client.connect(server.host, server.tls_port)
+    else:
+        client.enable_direct_tls = False
+        client.connect(server.host, server.c2s_port)
+    await asyncio.wait_for(client.started.wait(), timeout)
+    if presence:
+        client.send_presence()
+    return client
+
+
+async def disconnect(*clients: Client) -> None:
+    for client in clients:
+        client.disconnect()
+    for client in clients:
+        try:
+            await asyncio.wait_for(client.disconnected_event.wait(), 5)
+        except TimeoutError:
+            pass
+
+
+class RawStream:
+    """A blocking socket speaking raw XML, optionally upgraded with STARTTLS."""
+
+    def __init__(self, server: RunningServer, direct_tls: bool = False) -> None:
+        self.server = server
+        port = server.tls_port if direct_tls else server.c2s_port
+        sock = socket.create_connection((server.host, port), timeout=10)
+        if direct_tls:
+            sock = insecure_context().wrap_socket(sock, server_hostname=server.domain)
+        self.sock = sock
+        self.buffer = b""
+
+    def send(self, data: bytes | str) -> None:
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def open(self) -> bytes:
+        self.send(STREAM_HEADER.format(domain=self.server.domain))
+        return self.read_until(b"</stream:features>")
+
+    def starttls(self) -> bytes:
+        """Negotiate TLS on the plain port; returns the features after the restart."""
+        self.open()
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.read_until(b"<proceed")
+        self.buffer = b""
+        self.sock = insecure_context().wrap_socket(self.sock, server_hostname=self.server.domain)
+        return self.open()
+
+    def read_until(self, marker: bytes | str, timeout: float = 10) -> bytes:
+        """Read until `marker` (bytes or a regex string) appears; return all read."""
+        pattern = re.compile(marker.encode() if isinstance(marker, str) else re.escape(marker))
+        deadline = time.monotonic() + timeout
+        while not pattern.search(self.buffer):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{marker!r} not seen in {self.buffer!r}")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before {marker!r}; got {self.buffer!r}")
+            self.buffer += chunk
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def read_to_close(self, timeout: float = 10) -> bytes:
+        """Everything until the server closes the connection."""
+        deadline = time.monotonic() + timeout
+        data = self.buffer
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                break
+            except (ConnectionResetError, ssl.SSLError):
+                return data
+            if not chunk:
+                return data
+            data += chunk
+        raise TimeoutError(f"the server did not close the connection; got {data!r}")
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,149 @@
+"""Fixtures that start the real server, as an operator would, on free ports.
+
+`xmpp_server` runs `python manage.py runxmpp` in a subprocess with its own
+data directory (SQLite), or against PostgreSQL when DATABASE_URL is set
+(CI runs the suite both ways). Accounts are made with the real management
+commands. Clients then talk to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    host: str
+    domain: str
+    c2s_port: int
+    tls_port: int
+    http_port: int
+    data_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen
+    log_path: Path
+    accounts: list[str] = field(default_factory=list)
+
+    def manage(self, *args: str, check: bool = True, input: str | None = None):
+        """Run a management command against this server's database."""
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            input=input,
+            timeout=120,
+        )
+
+    def jid(self, user: str, resource: str = "") -> str:
+        return f"{user}@{self.domain}/{resource}" if resource else f"{user}@{self.domain}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not listen on {port}:\n{log_path.read_text()}")
+
+
+def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        XMPP_DATA_DIR=str(data_dir),
+        XMPP_DOMAIN="localhost",
+        XMPP_AUTH_FAILURE_DELAY="0.2",
+        DJANGO_SETTINGS_MODULE="imserver.settings",
+    )
+    env.update(extra)
+    return env
+
+
+def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    c2s, tls, http = free_port(), free_port(), free_port()
+    env = server_env(data_dir, **extra_env)
+    log_path = data_dir / "server.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "runxmpp",
+            "--host",
+            "127.0.0.1",
+            "--c2s-port",
+            str(c2s),
+            "--c2s-tls-port",
+            str(tls),
+            "--http-port",
+            str(http),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    server = RunningServer("127.0.0.1", "localhost", c2s, tls, http, data_dir, env, process, log_path)
+    try:
+        wait_for_port(c2s, process, log_path)
+        wait_for_port(http, process, log_path)
+    except Exception:
+        process.kill()
+        raise
+    return server
+
+
+def stop_server(server: RunningServer, timeout: float = 15) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    return server.process.returncode
+
+
+@pytest.fixture(scope="session")
+def xmpp_server(tmp_path_factory) -> RunningServer:
+    """One server for the session, with the accounts alice, bob and carol."""
+    data_dir = tmp_path_factory.mktemp("xmpp-server")
+    env = server_env(data_dir)
+    # A clean database: PostgreSQL's `test` is shared between runs.
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([sys.executable, "manage.py", "flush", "--noinput"], cwd=ROOT, env=env, check=True)
+    server = start_server(data_dir)
+    for user in ("alice", "bob", "carol"):
+        server.manage("register", user, PASSWORD)
+        server.accounts.append(user)
+    yield server
+    stop_server(server)
