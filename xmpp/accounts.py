@@ -26,12 +26,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import precis_i18n
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
-
-import precis_i18n
 
 from xmpp.protocol.jid import InvalidJID, nodeprep
 
