@@ -24,6 +24,7 @@ from .plugins import PluginRegistry, plugins
 from .router import Router
 from .sessions import SessionManager
 from .tls import TlsConfig, load_tls_config
+from .transport.batching import WriteBatcher
 from .transport.tcp import TcpStream
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class XmppServer:
         self._auth_failures: dict[str, tuple[int, float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._open_sessions: set[ClientSession] = set()
+        self.write_batcher = WriteBatcher()
 
     @classmethod
     def from_settings(cls) -> XmppServer:

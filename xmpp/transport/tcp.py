@@ -40,6 +40,7 @@ class TcpStream(asyncio.BufferedProtocol):
         "_handshaking",
         "_direct_tls",
         "_closed",
+        "_out",
     )
 
     def __init__(self, server: XmppServer, direct_tls: bool) -> None:
@@ -54,6 +55,7 @@ class TcpStream(asyncio.BufferedProtocol):
         self._handshaking = False
         self._direct_tls = direct_tls
         self._closed = False
+        self._out: list[bytes] | None = None
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -105,8 +107,20 @@ class TcpStream(asyncio.BufferedProtocol):
         return self.transport.get_write_buffer_size() if self.transport else 0
 
     def write(self, data: bytes) -> None:
+        """Queue `data`; it is sent at the end of this loop turn (transport/batching.py)."""
         if self._closed:
             return
+        if self._out is None:
+            self._out = [data]
+            self.server.write_batcher.mark(self)
+        else:
+            self._out.append(data)
+
+    def flush(self) -> None:
+        out, self._out = self._out, None
+        if not out or self._closed:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
         if self._tls is None:
             self.transport.write(data)
             return
@@ -120,6 +134,7 @@ class TcpStream(asyncio.BufferedProtocol):
     def start_tls(self) -> None:
         """Begin the server side of a TLS handshake (after <proceed/>, or at once
         for direct TLS); the session is told when it completes."""
+        self.flush()  # <proceed/> goes out in the clear, before the handshake
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._tls = self.server.tls.context.wrap_bio(
@@ -131,6 +146,7 @@ class TcpStream(asyncio.BufferedProtocol):
         """Close after what is written has been sent (TLS close_notify included)."""
         if self._closed:
             return
+        self.flush()
         self._closed = True
         if self._tls is not None and not self._handshaking:
             try:
