@@ -114,7 +114,7 @@ def prepare_username(username: str) -> str:
     # A valid localpart may be up to 1023 octets, but it must fit the column.
     max_length = get_user_model()._meta.get_field("username").max_length
     if max_length and len(name) > max_length:
-        raise InvalidJID(f"localpart longer than {max_length} characters, the most stored")
+        raise InvalidJID(f"account name longer than {max_length} characters")
     return name
 
 

@@ -61,11 +61,12 @@ class SessionManager:
         """The available resources with the highest non-negative priority
         (RFC 6121 §8.5.2.1.1); empty if there is none."""
         best: list[ClientSession] = []
-        top = -1
         for session in self.available(bare):
-            if session.priority > top:
-                top, best = session.priority, [session]
-            elif session.priority == top:
+            if session.priority < 0:
+                continue  # §8.5.2.1.1: never chosen, even when it is the only one
+            if not best or session.priority > best[0].priority:
+                best = [session]
+            elif session.priority == best[0].priority:
                 best.append(session)
         return best
 
