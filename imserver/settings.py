@@ -48,7 +48,6 @@ XMPP_MAX_OUTGOING_BUFFER = env_int("XMPP_MAX_OUTGOING_BUFFER", 1024 * 1024)
 XMPP_AUTH_FAILURE_DELAY = float(os.environ.get("XMPP_AUTH_FAILURE_DELAY", "1.0"))
 
 
-
 def load_or_create_secret_key(data_dir: Path) -> str:
     """A per-installation key kept in the data directory, made on first start."""
     path = data_dir / "secret_key"

@@ -137,7 +137,7 @@ class RawStream:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 chunk = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 break
             except (ConnectionResetError, ssl.SSLError):
                 return data

@@ -62,7 +62,9 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_for_port(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen, log_path: Path, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -112,7 +114,9 @@ def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
         stdout=log_file,
         stderr=subprocess.STDOUT,
     )
-    server = RunningServer("127.0.0.1", "localhost", c2s, tls, http, data_dir, env, process, log_path)
+    server = RunningServer(
+        "127.0.0.1", "localhost", c2s, tls, http, data_dir, env, process, log_path
+    )
     try:
         wait_for_port(c2s, process, log_path)
         wait_for_port(http, process, log_path)
@@ -139,8 +143,12 @@ def xmpp_server(tmp_path_factory) -> RunningServer:
     data_dir = tmp_path_factory.mktemp("xmpp-server")
     env = server_env(data_dir)
     # A clean database: PostgreSQL's `test` is shared between runs.
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    subprocess.run([sys.executable, "manage.py", "flush", "--noinput"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "flush", "--noinput"], cwd=ROOT, env=env, check=True
+    )
     server = start_server(data_dir)
     for user in ("alice", "bob", "carol"):
         server.manage("register", user, PASSWORD)

@@ -27,6 +27,18 @@ def stream_features(data: bytes) -> ElementTree.Element:
     return ElementTree.fromstring(fragment)
 
 
+async def next_presence_from(client: Client, jid: str, timeout: float = 10):
+    """The next presence `client` received from `jid`, skipping the others."""
+
+    async def find():
+        while True:
+            presence = await client.presences.get()
+            if presence["from"].full == jid:
+                return presence
+
+    return await asyncio.wait_for(find(), timeout)
+
+
 def offered_mechanisms(features: ElementTree.Element) -> list[str]:
     return [m.text for m in features.iterfind(f"{{{NS_SASL}}}mechanisms/{{{NS_SASL}}}mechanism")]
 
@@ -180,3 +192,30 @@ def test_features_over_direct_tls_offer_scram_and_plain(xmpp_server):
     mechanisms = offered_mechanisms(features)
     for name in ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"):
         assert name in mechanisms
+
+
+def test_resource_conflict_ends_the_old_session_like_any_other(xmpp_server):
+    """The session a conflict replaces ends as any session does: the user's other
+    resources receive unavailable presence from it (RFC 6121 §4.5.2) before the
+    new session's own presence."""
+
+    async def scenario():
+        resource = "conflict-presence"
+        replaced_jid = xmpp_server.jid("carol", resource)
+        watcher = await connect(xmpp_server, "carol", "conflict-watcher")
+        first = await connect(xmpp_server, "carol", resource)
+        second = None
+        try:
+            presence = await next_presence_from(watcher, replaced_jid)
+            assert presence["type"] == "available"
+            second = await connect(xmpp_server, "carol", resource, presence=False)
+            await asyncio.wait_for(first.disconnected_event.wait(), 10)
+            second.send_presence(pstatus="the new session")
+            presence = await next_presence_from(watcher, replaced_jid)
+            assert presence["type"] == "unavailable"
+            presence = await next_presence_from(watcher, replaced_jid)
+            assert (presence["type"], presence["status"]) == ("available", "the new session")
+        finally:
+            await disconnect(watcher, first, *([second] if second else []))
+
+    asyncio.run(scenario())

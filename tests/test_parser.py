@@ -127,8 +127,10 @@ def test_attribute_limit_is_policy_violation():
 def test_serialize_round_trips_namespaces_and_xml_lang():
     """Child namespaces are declared where they change; xml:lang keeps its prefix."""
     stanza = opened().feed(
-        b"<message xml:lang='en' to='a@b'><body>&lt;hi&gt;</body><x xmlns='urn:x' a='&quot;'/></message>"
+        b"<message xml:lang='en' to='a@b'><body>&lt;hi&gt;</body>"
+        b"<x xmlns='urn:x' a='&quot;'/></message>"
     )[0]
     assert serialize(stanza) == (
-        b'<message xml:lang="en" to="a@b"><body>&lt;hi&gt;</body><x xmlns="urn:x" a="&quot;"/></message>'
+        b'<message xml:lang="en" to="a@b"><body>&lt;hi&gt;</body>'
+        b'<x xmlns="urn:x" a="&quot;"/></message>'
     )

@@ -12,8 +12,8 @@ from django.contrib.auth.hashers import (
     identify_hasher,
     make_password,
 )
-from xmpp.models import User
 
+from xmpp.models import User
 from xmpp.passwords import ScramPasswordHasher, scram_credentials
 from xmpp.protocol.scram import ScramCredentials, derive_keys
 

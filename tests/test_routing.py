@@ -270,7 +270,9 @@ def test_unavailable_presence_when_a_resource_disconnects(xmpp_server):
         watcher = await connect(xmpp_server, "carol", "disconnect-watcher")
         leaving = await connect(xmpp_server, "carol", "disconnect-leaving")
         try:
-            assert (await next_from(watcher.presences, leaving.boundjid.full))["type"] == "available"
+            assert (await next_from(watcher.presences, leaving.boundjid.full))[
+                "type"
+            ] == "available"
             await disconnect(leaving)
             presence = await next_from(watcher.presences, leaving.boundjid.full)
             assert presence["type"] == "unavailable"

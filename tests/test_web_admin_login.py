@@ -18,7 +18,12 @@ def admin_login(server, username: str, password: str) -> tuple[int, str]:
     page = opener.open(f"{base}/admin/login/?next=/admin/", timeout=10).read().decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     form = urllib.parse.urlencode(
-        {"csrfmiddlewaretoken": token, "username": username, "password": password, "next": "/admin/"}
+        {
+            "csrfmiddlewaretoken": token,
+            "username": username,
+            "password": password,
+            "next": "/admin/",
+        }
     ).encode()
     request = urllib.request.Request(f"{base}/admin/login/?next=/admin/", data=form)
     request.add_header("Referer", f"{base}/admin/login/")
@@ -44,7 +49,9 @@ def test_staff_account_logs_into_admin_with_its_xmpp_password(xmpp_server, staff
     assert status == 200
     assert url.endswith("/admin/")
     stored = xmpp_server.manage(
-        "shell", "-c", "from xmpp.models import User; print(User.objects.get(username='admin').password)"
+        "shell",
+        "-c",
+        "from xmpp.models import User; print(User.objects.get(username='admin').password)",
     ).stdout
     assert stored.strip().splitlines()[-1].startswith("scram$") and PASSWORD not in stored
 

@@ -25,8 +25,6 @@ import time
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, SubElement
 
-from asgiref.sync import sync_to_async
-
 from .protocol.errors import StanzaError, StreamError, error_reply
 from .protocol.jid import JID, InvalidJID, nodeprep, resourceprep
 from .protocol.parser import StreamClosed, StreamOpened, StreamParser
@@ -47,7 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STANZA_KINDS = frozenset({f"{{{NS_CLIENT}}}message", f"{{{NS_CLIENT}}}presence", f"{{{NS_CLIENT}}}iq"})
+STANZA_KINDS = frozenset(
+    {f"{{{NS_CLIENT}}}message", f"{{{NS_CLIENT}}}presence", f"{{{NS_CLIENT}}}iq"}
+)
 IQ_TAG = f"{{{NS_CLIENT}}}iq"
 PRESENCE_TAG = f"{{{NS_CLIENT}}}presence"
 BIND_TAG = f"{{{NS_BIND}}}bind"
@@ -414,13 +414,16 @@ class ClientSession:
         if not resource:
             resource = secrets.token_hex(8)
         jid = JID(self.username, self.server.domain, resource)
+        # §7.7.2.2 policy: the new session wins; the old one is told <conflict/>
+        # and ends before this one binds, as any session ends: unavailable
+        # presence to the other resources (RFC 6121 §4.5.2), session-closed hooks.
+        displaced = self.server.sessions.get(jid)
+        if displaced is not None:
+            displaced.stream_error(StreamError("conflict", "replaced by a new session"))
+            displaced._unbind()  # in case it was already closing and stream_error did nothing
         self.jid = jid
         self.jid_str = str(jid)
-        # §7.7.2.2 policy: the new session wins; the old one is told <conflict/>.
-        displaced = self.server.sessions.bind(self, jid)
-        if displaced is not None:
-            displaced.jid = None  # it no longer owns the resource
-            displaced.stream_error(StreamError("conflict", "replaced by a new session"))
+        self.server.sessions.bind(self, jid)
         self._auth_timer.cancel()
         self._auth_timer = None
         payload = Element(BIND_TAG)
@@ -472,12 +475,13 @@ class ClientSession:
     def _broadcast_presence(self, presence: Element) -> None:
         presence_type = presence.get("type")
         if presence_type is None:
-            self.available = True
             try:
-                self.priority = max(-128, min(127, int(presence.findtext(f"{{{NS_CLIENT}}}priority") or 0)))
+                priority = int(presence.findtext(f"{{{NS_CLIENT}}}priority") or 0)
             except ValueError:
                 self._send_error(presence, StanzaError("bad-request", "priority is an integer"))
                 return
+            self.priority = max(-128, min(127, priority))  # RFC 6121 §4.7.2.3
+            self.available = True
         elif presence_type == "unavailable":
             self.available = False
         else:

@@ -52,7 +52,9 @@ def server_items(request: IqRequest) -> Element:
         raise StanzaError("item-not-found")
     query = Element(f"{{{NS_DISCO_ITEMS}}}query")
     for subdomain in sorted(request.router.registry.services):
-        SubElement(query, f"{{{NS_DISCO_ITEMS}}}item", {"jid": f"{subdomain}.{request.router.domain}"})
+        SubElement(
+            query, f"{{{NS_DISCO_ITEMS}}}item", {"jid": f"{subdomain}.{request.router.domain}"}
+        )
     return query
 
 
@@ -60,7 +62,9 @@ async def _require_account(request: IqRequest) -> None:
     # RFC 6121 §8.5.1: an IQ to an account that does not exist gets <service-unavailable/>.
     if request.sender.bare == request.to:
         return
-    exists = await get_user_model().objects.filter(username=request.to.local, is_active=True).aexists()
+    exists = (
+        await get_user_model().objects.filter(username=request.to.local, is_active=True).aexists()
+    )
     if not exists:
         raise StanzaError("service-unavailable")
 
@@ -105,9 +109,9 @@ def entity_time(request: IqRequest) -> Element:
     minutes = int(offset.total_seconds() // 60)
     sign = "+" if minutes >= 0 else "-"
     time_el = Element(f"{{{NS_TIME}}}time")
-    SubElement(time_el, f"{{{NS_TIME}}}tzo").text = (
-        f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-    )
+    SubElement(
+        time_el, f"{{{NS_TIME}}}tzo"
+    ).text = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
     SubElement(time_el, f"{{{NS_TIME}}}utc").text = now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     return time_el
 

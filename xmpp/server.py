@@ -77,7 +77,9 @@ class XmppServer:
         self.accounts = CredentialStore()
         # Unknown users get a stable made-up salt (RFC 5802 §9), keyed per installation.
         self.scram_options = {
-            "unknown_user_key": hashlib.sha256(b"scram-unknown:" + settings.SECRET_KEY.encode()).digest(),
+            "unknown_user_key": hashlib.sha256(
+                b"scram-unknown:" + settings.SECRET_KEY.encode()
+            ).digest(),
             "unknown_user_iterations": settings.XMPP_SCRAM_ITERATIONS,
         }
         self.listeners: list[asyncio.Server] = []

@@ -44,7 +44,9 @@ class StreamError(Exception):
 
     def to_bytes(self) -> bytes:
         # Written with the `stream` prefix our stream header declares.
-        text = f'<text xmlns="{NS_STREAM_ERRORS}">{escape_text(self.text)}</text>' if self.text else ""
+        text = (
+            f'<text xmlns="{NS_STREAM_ERRORS}">{escape_text(self.text)}</text>' if self.text else ""
+        )
         return (
             f'<stream:error><{self.condition} xmlns="{NS_STREAM_ERRORS}"/>{text}</stream:error>'
         ).encode()

@@ -38,7 +38,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=None, help="address to listen on (XMPP_BIND_ADDRESS)")
         parser.add_argument("--c2s-port", type=int, default=None, help="STARTTLS port, 0 = off")
-        parser.add_argument("--c2s-tls-port", type=int, default=None, help="direct TLS port, 0 = off")
+        parser.add_argument(
+            "--c2s-tls-port", type=int, default=None, help="direct TLS port, 0 = off"
+        )
         parser.add_argument("--http-port", type=int, default=None, help="HTTP port, 0 = off")
         parser.add_argument(
             "--no-migrate",

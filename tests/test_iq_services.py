@@ -1,0 +1,143 @@
+"""The server's own IQ services, asked by a real client: ping (XEP-0199),
+service discovery (XEP-0030), software version (XEP-0092), entity time
+(XEP-0202), and disco#info answered on behalf of an account (RFC 6121 §8.5.2.1.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import re
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from .clients import connect, disconnect
+
+NS_TIME = "urn:xmpp:time"
+
+
+def ask(xmpp_server, resource: str, request):
+    """Log in as alice with `resource`, await `request(client)` and return its result."""
+
+    async def scenario():
+        client = await connect(xmpp_server, "alice", resource)
+        try:
+            return await request(client)
+        finally:
+            await disconnect(client)
+
+    return asyncio.run(scenario())
+
+
+def test_server_answers_ping(xmpp_server):
+    """A ping to the server's domain gets an empty IQ result from the domain
+    (XEP-0199 §4.2)."""
+    result = ask(
+        xmpp_server,
+        "iq-ping",
+        lambda client: client.plugin["xep_0199"].send_ping(xmpp_server.domain, timeout=10),
+    )
+    assert result["type"] == "result"
+    assert result["from"].full == xmpp_server.domain
+    assert len(result.xml) == 0
+
+
+def test_server_disco_info_lists_identity_and_features(xmpp_server):
+    """disco#info of the server gives the identity server/im and the features
+    disco#info, disco#items, ping, version and time (XEP-0030 §3.1)."""
+    result = ask(
+        xmpp_server,
+        "iq-disco-info",
+        lambda client: client.plugin["xep_0030"].get_info(
+            jid=xmpp_server.domain, local=False, timeout=10
+        ),
+    )
+    info = result["disco_info"]
+    assert ("server", "im") in {(category, kind) for category, kind, _, _ in info["identities"]}
+    features = set(info["features"])
+    for feature in (
+        "http://jabber.org/protocol/disco#info",
+        "http://jabber.org/protocol/disco#items",
+        "urn:xmpp:ping",
+        "jabber:iq:version",
+        "urn:xmpp:time",
+    ):
+        assert feature in features
+
+
+def test_server_disco_items_answers(xmpp_server):
+    """disco#items of the server is answered with a result (XEP-0030 §4.1), listing
+    only JIDs of this server's services."""
+    result = ask(
+        xmpp_server,
+        "iq-disco-items",
+        lambda client: client.plugin["xep_0030"].get_items(
+            jid=xmpp_server.domain, local=False, timeout=10
+        ),
+    )
+    assert result["type"] == "result"
+    assert result["from"].full == xmpp_server.domain
+    for jid, _node, _name in result["disco_items"]["items"]:
+        assert jid.domain.endswith("." + xmpp_server.domain)
+
+
+def test_server_software_version_is_imserver(xmpp_server):
+    """The server's software version (XEP-0092) names it "imserver", with a version."""
+    result = ask(
+        xmpp_server,
+        "iq-version",
+        lambda client: client.plugin["xep_0092"].get_version(xmpp_server.domain, timeout=10),
+    )
+    assert result["from"].full == xmpp_server.domain
+    assert result["software_version"]["name"] == "imserver"
+    assert result["software_version"]["version"]
+
+
+def test_server_entity_time_is_utc_now_with_offset(xmpp_server):
+    """Entity time (XEP-0202 §4) gives the server's UTC time, close to now, in the
+    XEP-0082 format, and its zone offset as ±hh:mm or Z."""
+    result = ask(
+        xmpp_server,
+        "iq-time",
+        lambda client: client.plugin["xep_0202"].get_entity_time(xmpp_server.domain, timeout=10),
+    )
+    time_el = result.xml.find(f"{{{NS_TIME}}}time")
+    utc_text = time_el.findtext(f"{{{NS_TIME}}}utc")
+    tzo_text = time_el.findtext(f"{{{NS_TIME}}}tzo")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", utc_text)
+    assert re.fullmatch(r"[+-]\d\d:\d\d|Z", tzo_text)
+    utc = datetime.datetime.fromisoformat(utc_text)
+    now = datetime.datetime.now(datetime.UTC)
+    assert abs((now - utc).total_seconds()) < 30
+
+
+def test_account_disco_info_is_answered_by_the_server(xmpp_server):
+    """disco#info to a user's bare JID is answered by the server on the account's
+    behalf, with the identity account/registered (RFC 6121 §8.5.2.1.3, XEP-0030),
+    whether or not the user is online."""
+    result = ask(
+        xmpp_server,
+        "iq-account-info",
+        lambda client: client.plugin["xep_0030"].get_info(
+            jid=xmpp_server.jid("bob"), local=False, timeout=10
+        ),
+    )
+    assert result["from"].full == xmpp_server.jid("bob")
+    identities = {(category, kind) for category, kind, _, _ in result["disco_info"]["identities"]}
+    assert identities == {("account", "registered")}
+
+
+def test_disco_info_to_nonexistent_account_gets_service_unavailable(xmpp_server):
+    """disco#info to the bare JID of an account that does not exist is answered
+    with <service-unavailable/> (RFC 6121 §8.5.1)."""
+
+    async def request(client):
+        with pytest.raises(IqError) as raised:
+            await client.plugin["xep_0030"].get_info(
+                jid=xmpp_server.jid("nobody"), local=False, timeout=10
+            )
+        return raised.value.iq
+
+    error = ask(xmpp_server, "iq-nobody-info", request)
+    assert error["from"].full == xmpp_server.jid("nobody")
+    assert error["error"]["condition"] == "service-unavailable"
