@@ -5,6 +5,7 @@ well-behaved library would never send."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import socket
 import ssl
@@ -151,3 +152,24 @@ class RawStream:
             self.sock.close()
         except OSError:
             pass
+
+
+def raw_login(
+    server: RunningServer, user: str, resource: str = "raw", password: str = PASSWORD
+) -> RawStream:
+    """A RawStream logged in as user/resource: STARTTLS, SASL PLAIN (RFC 4616),
+    the stream restart and resource binding (RFC 6120 §7)."""
+    stream = RawStream(server)
+    stream.starttls()
+    token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    stream.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    stream.read_until("<success[^>]*(/>|>[^<]*</success>)")
+    stream.open()
+    stream.send(
+        "<iq type='set' id='raw-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        f"<resource>{resource}</resource></bind></iq>"
+    )
+    reply = stream.read_until(b"</iq>")
+    if b"result" not in reply:
+        raise ConnectionError(f"binding {resource!r} failed: {reply!r}")
+    return stream

@@ -77,10 +77,12 @@ def test_dtd_inside_the_stream_is_not_well_formed():
     assert err.value.condition == "not-well-formed"
 
 
-def test_undefined_entity_is_not_well_formed():
+def test_entity_other_than_the_predefined_five_is_restricted_xml():
+    """RFC 6120 §11.1, §4.9.3.18: an entity reference other than the predefined
+    entities is restricted XML."""
     with pytest.raises(StreamError) as err:
         opened().feed(b"<message><body>&xxe;</body></message>")
-    assert err.value.condition == "not-well-formed"
+    assert err.value.condition == "restricted-xml"
 
 
 def test_malformed_xml_is_not_well_formed():
@@ -94,6 +96,13 @@ def test_oversized_stanza_is_policy_violation():
     with pytest.raises(StreamError) as err:
         for _ in range(10):
             parser.feed(b"<message><body>" + b"x" * 500)
+    assert err.value.condition == "policy-violation"
+
+
+def test_oversized_stanza_arriving_whole_is_policy_violation():
+    """The limit holds for a stanza that arrives complete in one read, too."""
+    with pytest.raises(StreamError) as err:
+        opened(max_stanza_size=1000).feed(b"<message><body>" + b"x" * 2000 + b"</body></message>")
     assert err.value.condition == "policy-violation"
 
 

@@ -6,10 +6,11 @@ complete first-level child (a stanza or a negotiation element), and
 `StreamClosed` for `</stream:stream>`. Nothing here does I/O.
 
 Rules this file keeps:
-- Restricted XML (§11.1): a DTD, an entity declaration, a comment or a
-  processing instruction raises StreamError('restricted-xml'). Expat's
-  parameter-entity parsing is off, so no external entity is ever read;
-  with no DTD allowed, only the five predefined entities can appear.
+- Restricted XML (§11.1): a DTD, an entity declaration, a comment, a
+  processing instruction or a reference to an entity other than the five
+  predefined ones raises StreamError('restricted-xml') (§4.9.3.18 names
+  "XML entity reference" among them). Expat's parameter-entity parsing is
+  off, so no external entity is ever read.
 - Malformed XML raises StreamError('not-well-formed').
 - Limits: a first-level element larger than `max_stanza_size` bytes, deeper
   than `max_depth` or with more than `max_attributes` attributes raises
@@ -27,6 +28,7 @@ from .errors import StreamError
 from .xml import NS_STREAMS
 
 STREAM_TAG = f"{{{NS_STREAMS}}}stream"
+_UNDEFINED_ENTITY = pyexpat.errors.codes[pyexpat.errors.XML_ERROR_UNDEFINED_ENTITY]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,12 @@ class StreamParser:
         try:
             self._parser.Parse(data, False)
         except pyexpat.ExpatError as exc:
+            if exc.code == _UNDEFINED_ENTITY:
+                # With no DTD allowed, any entity but the predefined five is
+                # undefined: a restricted feature, not a typo (§11.1).
+                raise StreamError(
+                    "restricted-xml", "only the predefined entities are allowed"
+                ) from None
             raise StreamError("not-well-formed", str(exc)) from None
         self._consumed += len(data)
         # §13.12: a peer may not grow one stanza (or an unfinished tag) without bound.
@@ -131,6 +139,8 @@ class StreamParser:
             return
         if depth > self.max_depth:
             raise StreamError("policy-violation", "elements nested too deeply")
+        if depth == 2:
+            self._stanza_start = self._parser.CurrentByteIndex
         if len(attrs) > self.max_attributes:
             raise StreamError("policy-violation", "too many attributes")
         if attrs and any("}" in key for key in attrs):
@@ -149,8 +159,13 @@ class StreamParser:
             return
         el = self._stack.pop()
         if depth == 2:
+            end = self._parser.CurrentByteIndex
+            # A stanza that arrived whole in one feed() is measured here; feed()
+            # only sees the part of a stanza that is still unfinished.
+            if end - self._stanza_start > self.max_stanza_size:
+                raise StreamError("policy-violation", "stanza too large")
             self._events.append(el)
-            self._stanza_start = self._parser.CurrentByteIndex
+            self._stanza_start = end
 
     def _text(self, data: str) -> None:
         if self._depth < 2:
