@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import logging
 import secrets
 import time
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, SubElement
 
+from .plugins import IqRequest
 from .protocol.errors import StanzaError, StreamError, error_reply
 from .protocol.jid import JID, InvalidJID, nodeprep, resourceprep
 from .protocol.parser import StreamClosed, StreamOpened, StreamParser
@@ -42,6 +44,7 @@ from .protocol.xml import (
 
 if TYPE_CHECKING:
     from .server import XmppServer
+    from .sessions import AccountState
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class ClientSession:
         "authenticated",
         "available",
         "priority",
+        "presence_sent",
+        "account",
         "_header_sent",
         "_closing",
         "_pending",
@@ -92,6 +97,8 @@ class ClientSession:
         self.authenticated = False
         self.available = False
         self.priority = 0
+        self.presence_sent = False
+        self.account: AccountState | None = None
         self._header_sent = False
         self._closing = False
         self._pending: list | None = None
@@ -225,6 +232,10 @@ class ClientSession:
                 mechanisms = SubElement(features, f"{{{NS_SASL}}}mechanisms")
                 for name in self._mechanisms():
                     SubElement(mechanisms, f"{{{NS_SASL}}}mechanism").text = name
+                for offer in self.server.registry.pre_auth_stream_features:
+                    feature = offer(self)
+                    if feature is not None:
+                        features.append(feature)
                 cb_types = self.transport.channel_bindings
                 if cb_types:
                     # XEP-0440: which channel-binding types SCRAM-*-PLUS may use.
@@ -257,6 +268,8 @@ class ClientSession:
                     return self._sasl_auth(el)
                 if tag == f"{{{NS_SASL}}}response":
                     return self._sasl_response(el)
+                if tag == IQ_TAG:
+                    return self._pre_auth_iq(el)
                 if tag == f"{{{NS_SASL}}}abort":
                     self._sasl = None
                     self._sasl_mechanism = ""
@@ -267,14 +280,48 @@ class ClientSession:
             raise StreamError("not-authorized", "authenticate first")
         if tag == IQ_TAG and len(el) == 1 and el.get("type") == "set":
             if el[0].tag == BIND_TAG:
-                self._bind(el)
-                return None
+                return self._bind(el)
             if el[0].tag == SESSION_TAG:
                 self._send_result(el)
                 return None
         if tag in STANZA_KINDS:
             raise StreamError("not-authorized", "bind a resource first")
         raise StreamError("unsupported-stanza-type", tag)
+
+    def _pre_auth_iq(self, iq: Element):
+        """IQs a plugin answers before authentication (scope "stream"), such as
+        XEP-0077 in-band registration; anything else is not-authorized."""
+        payload = iq[0] if len(iq) == 1 else None
+        handler = None
+        if payload is not None and iq.get("type") in ("get", "set"):
+            handler = self.server.registry.iq_handlers.get((iq.get("type"), payload.tag, "stream"))
+        if handler is None:
+            raise StreamError("not-authorized", "authenticate first")
+        request = IqRequest(
+            iq,
+            payload,
+            self.server.router.server_jid,
+            self.server.router.server_jid,
+            self.server.router,
+            self,
+        )
+        try:
+            result = handler(request)
+        except StanzaError as exc:
+            self._send_error(iq, exc)
+            return None
+        if inspect.isawaitable(result):
+            return self._answer_pre_auth_iq(iq, result)
+        self._send_result(iq, result)
+        return None
+
+    async def _answer_pre_auth_iq(self, iq: Element, pending) -> None:
+        try:
+            result = await pending
+        except StanzaError as exc:
+            self._send_error(iq, exc)
+            return
+        self._send_result(iq, result)
 
     def _starttls(self) -> None:
         if self.transport.secure or not hasattr(self.transport, "start_tls"):
@@ -403,17 +450,34 @@ class ClientSession:
         self._send_sasl("success", additional)
         self._restart_stream()
 
-    def _bind(self, iq: Element) -> None:
+    def _bind(self, iq: Element):
         """RFC 6120 §7: bind a client-chosen or server-generated resource."""
         requested = iq[0].findtext(f"{{{NS_BIND}}}resource") or ""
         try:
             resource = resourceprep(requested) if requested.strip() else ""
         except InvalidJID:
             self._send_error(iq, StanzaError("bad-request", "invalid resource"))
-            return
+            return None
         if not resource:
             resource = secrets.token_hex(8)
         jid = JID(self.username, self.server.domain, resource)
+        self.account = self.server.sessions.account_for_bind(jid.bare)
+        hooks = self.server.registry.session_bound_hooks
+        if hooks:
+            return self._bind_after_hooks(iq, jid, hooks)
+        self._finish_bind(iq, jid)
+        return None
+
+    async def _bind_after_hooks(self, iq: Element, jid: JID, hooks) -> None:
+        # Plugins load what routing needs in memory (roster, block list)
+        # before the first stanza of this session can be routed.
+        await _run_hooks(hooks, self)
+        if self._closing:
+            self.server.sessions.forget_unused_account(jid.bare)
+            return
+        self._finish_bind(iq, jid)
+
+    def _finish_bind(self, iq: Element, jid: JID) -> None:
         # §7.7.2.2 policy: the new session wins; the old one is told <conflict/>
         # and ends before this one binds, as any session ends: unavailable
         # presence to the other resources (RFC 6121 §4.5.2), session-closed hooks.
@@ -445,7 +509,7 @@ class ClientSession:
 
     # -- bound: stanzas to the router (RFC 6120 §8) --------------------------
 
-    def _handle_stanza(self, stanza: Element) -> None:
+    def _handle_stanza(self, stanza: Element):
         if stanza.tag not in STANZA_KINDS:
             raise StreamError("unsupported-stanza-type", stanza.tag)
         self._check_rate()
@@ -455,8 +519,7 @@ class ClientSession:
             raise StreamError("invalid-from", "you cannot send as someone else")
         stanza.set("from", self.jid_str)
         if stanza.tag == PRESENCE_TAG and stanza.get("to") is None:
-            self._broadcast_presence(stanza)
-            return
+            return self._broadcast_presence(stanza)
         if stanza.tag == IQ_TAG and stanza[0:1] and stanza[0].tag == BIND_TAG:
             self._send_error(stanza, StanzaError("not-allowed", "a resource is already bound"))
             return
@@ -472,25 +535,31 @@ class ClientSession:
             raise StreamError("policy-violation", "too many stanzas per second")
         self._tokens = tokens - 1
 
-    def _broadcast_presence(self, presence: Element) -> None:
+    def _broadcast_presence(self, presence: Element):
+        """Presence without 'to' (RFC 6121 §4.2, §4.4, §4.5): the session's own
+        availability, then the presence handler tells whoever should hear it."""
         presence_type = presence.get("type")
         if presence_type is None:
             try:
                 priority = int(presence.findtext(f"{{{NS_CLIENT}}}priority") or 0)
             except ValueError:
                 self._send_error(presence, StanzaError("bad-request", "priority is an integer"))
-                return
+                return None
             self.priority = max(-128, min(127, priority))  # RFC 6121 §4.7.2.3
+            initial = not self.available and not self.presence_sent
             self.available = True
+            self.presence_sent = True
         elif presence_type == "unavailable":
+            initial = False
             self.available = False
         else:
             self.server.router.route(presence, self.jid, self)
-            return
-        # RFC 6121 §4.2.2 / §4.5.2: the user's own resources hear it too;
-        # contacts are added by the roster module (the IM issue).
-        for session in self.server.sessions.available(self.jid.bare):
-            session.deliver(presence)
+            return None
+        registry = self.server.registry
+        result = registry.presence.broadcast(self, presence)
+        if initial and registry.initial_presence_hooks:
+            return _chain(result, _run_hooks(registry.initial_presence_hooks, self))
+        return result if inspect.isawaitable(result) else None
 
     # -- bytes out -----------------------------------------------------------
 
@@ -554,17 +623,30 @@ class ClientSession:
         was_available = self.available
         self.available = False
         self.server.sessions.unbind(self)
-        if was_available:
+        try:
             # RFC 6121 §4.5.2: an unavailable presence when a session ends.
-            gone = Element(PRESENCE_TAG, {"type": "unavailable", "from": self.jid_str})
-            for session in self.server.sessions.available(self.jid.bare):
-                session.deliver(gone)
+            self.server.registry.presence.session_ended(self, was_available)
+        except Exception:
+            log.exception("presence handler failed for %r", self)
         for hook in self.server.registry.session_closed_hooks:
             try:
                 hook(self)
             except Exception:
                 log.exception("session-closed hook failed")
         self.jid = None
+
+
+async def _run_hooks(hooks, session: ClientSession) -> None:
+    for hook in hooks:
+        result = hook(session)
+        if inspect.isawaitable(result):
+            await result
+
+
+async def _chain(first, second) -> None:
+    if inspect.isawaitable(first):
+        await first
+    await second
 
 
 def _b64decode(text: str | None) -> bytes | None:

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from .router import Router
 
 # Where an IQ is addressed (RFC 6121 §8.5): to the server's own domain, or to
-# a user's bare JID, which the server answers on the user's behalf.
-Scope = Literal["server", "account"]
+# a user's bare JID, which the server answers on the user's behalf; "stream"
+# is an IQ on a stream not yet authenticated (XEP-0077 registration).
+Scope = Literal["server", "account", "stream"]
 
 
 @dataclass(slots=True)
@@ -47,7 +48,39 @@ IqHandler = Callable[[IqRequest], "Element | None | Awaitable[Element | None]"]
 # A service owns a whole domain (conference.<domain>, pubsub.<domain>).
 ServiceHandler = Callable[[Element, JID, "Router"], Any]
 StreamFeature = Callable[["ClientSession"], "Element | None"]
+# Session hooks may return an awaitable; the session waits for it in order.
 SessionHook = Callable[["ClientSession"], Any]
+# A filter sees every stanza routed from or to a local account, before
+# delivery; it returns True when it has dealt with the stanza (e.g. blocked it).
+StanzaFilter = Callable[[Element, JID, JID, "Router"], bool]
+# Gets a chat/normal message for an account with no available resource
+# (RFC 6121 §8.5.2.2.1); it stores it or bounces it itself.
+OfflineHandler = Callable[[Element, JID, "Router"], Any]
+
+
+class PresenceHandler:
+    """What the router and sessions call for presence (RFC 6121 §3, §4).
+
+    The core's default delivers broadcast presence to the user's own
+    resources only; the roster module replaces it with one that knows
+    subscriptions."""
+
+    def broadcast(self, session: ClientSession, presence: Element) -> Any:
+        """Presence without 'to' from a bound session (available or unavailable)."""
+        for other in session.server.sessions.available(session.jid.bare):
+            other.deliver(presence)
+
+    def session_ended(self, session: ClientSession, was_available: bool) -> None:
+        """A bound session is gone; tell whoever saw it available (RFC 6121 §4.5.2)."""
+        if not was_available:
+            return
+        gone = Element("{jabber:client}presence", {"type": "unavailable", "from": session.jid_str})
+        for other in session.server.sessions.available(session.jid.bare):
+            other.deliver(gone)
+
+    def inbound(self, stanza: Element, sender: JID, to: JID, router: Router) -> bool:
+        """Presence of a subscription type or a probe to a local account; True if handled."""
+        return False
 
 
 @dataclass
@@ -57,7 +90,13 @@ class PluginRegistry:
     server_features: set[str] = field(default_factory=set)
     account_features: set[str] = field(default_factory=set)
     stream_features: list[StreamFeature] = field(default_factory=list)
+    pre_auth_stream_features: list[StreamFeature] = field(default_factory=list)
+    session_bound_hooks: list[SessionHook] = field(default_factory=list)
+    initial_presence_hooks: list[SessionHook] = field(default_factory=list)
     session_closed_hooks: list[SessionHook] = field(default_factory=list)
+    stanza_filters: list[StanzaFilter] = field(default_factory=list)
+    offline_handler: OfflineHandler | None = None
+    presence: PresenceHandler = field(default_factory=PresenceHandler)
 
     def iq(
         self,
@@ -93,9 +132,29 @@ class PluginRegistry:
         self.stream_features.append(feature)
         return feature
 
+    def pre_auth_stream_feature(self, feature: StreamFeature) -> StreamFeature:
+        """Offer a stream feature before authentication, e.g. XEP-0077 registration."""
+        self.pre_auth_stream_features.append(feature)
+        return feature
+
+    def on_session_bound(self, hook: SessionHook) -> SessionHook:
+        """Run when a resource is bound, before the bind result is sent; may be async
+        (load the account's roster, block list...)."""
+        self.session_bound_hooks.append(hook)
+        return hook
+
+    def on_initial_presence(self, hook: SessionHook) -> SessionHook:
+        """Run after a session's first available presence (offline messages...)."""
+        self.initial_presence_hooks.append(hook)
+        return hook
+
     def on_session_closed(self, hook: SessionHook) -> SessionHook:
         self.session_closed_hooks.append(hook)
         return hook
+
+    def stanza_filter(self, stanza_filter: StanzaFilter) -> StanzaFilter:
+        self.stanza_filters.append(stanza_filter)
+        return stanza_filter
 
 
 plugins = PluginRegistry()

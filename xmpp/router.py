@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
+HANDLED_PRESENCE_TYPES = SUBSCRIPTION_TYPES | {"probe"}
+PRESENCE_TAG = "{jabber:client}presence"
 
 
 class Router:
@@ -53,7 +55,14 @@ class Router:
         if to.domain == self.domain:
             if not to.local:
                 self._to_server(stanza, sender, to, origin)
-            elif to.resource:
+                return
+            for stanza_filter in self.registry.stanza_filters:
+                if stanza_filter(stanza, sender, to, self):
+                    return  # e.g. blocked (XEP-0191)
+            if stanza.tag == PRESENCE_TAG and stanza.get("type") in HANDLED_PRESENCE_TYPES:
+                if self.registry.presence.inbound(stanza, sender, to, self):
+                    return
+            if to.resource:
                 self._to_full_jid(stanza, sender, to, origin)
             else:
                 self._to_bare_jid(stanza, sender, to, origin)
@@ -142,9 +151,15 @@ class Router:
         if stanza_type == "headline":
             return  # §8.5.2.2.1: dropped
         # §8.5.2.2.1: normal and chat with no available resource go to offline
-        # storage where a plugin provides it (the IM issue), else
-        # <service-unavailable/>; §8.5.1 gives the same answer for no account.
-        self.bounce(stanza, StanzaError("service-unavailable"))
+        # storage where a plugin provides it, else <service-unavailable/>;
+        # §8.5.1 gives the same answer for no account.
+        offline = self.registry.offline_handler
+        if offline is None:
+            self.bounce(stanza, StanzaError("service-unavailable"))
+            return
+        result = offline(stanza, to, self)
+        if inspect.isawaitable(result):
+            self.spawn(result)
 
     # -- the server itself and IQ dispatch --------------------------------
 

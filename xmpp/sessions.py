@@ -15,12 +15,43 @@ if TYPE_CHECKING:
     from .c2s import ClientSession
 
 
+class AccountState:
+    """What the server keeps in memory for an account while it has a bound
+    session, shared by all its resources: loaded once at the first bind,
+    dropped after the last session ends, so routing needs no database."""
+
+    __slots__ = ("jid", "roster", "blocked", "data")
+
+    def __init__(self, jid: JID) -> None:
+        self.jid = jid
+        self.roster = None  # xmpp.roster.Roster, loaded at bind
+        self.blocked: set[JID] = set()  # XEP-0191 block list
+        self.data: dict = {}  # for plugins
+
+
 class SessionManager:
     def __init__(self) -> None:
         self._by_bare: dict[JID, dict[str, ClientSession]] = {}
+        self._accounts: dict[JID, AccountState] = {}
+
+    def account(self, bare: JID) -> AccountState | None:
+        """The in-memory state of an account with a bound session, else None."""
+        return self._accounts.get(bare)
+
+    def account_for_bind(self, bare: JID) -> AccountState:
+        """The state a session about to bind shares with its account's other resources."""
+        state = self._accounts.get(bare)
+        if state is None:
+            state = self._accounts[bare] = AccountState(bare)
+        return state
 
     def __len__(self) -> int:
         return sum(len(resources) for resources in self._by_bare.values())
+
+    def forget_unused_account(self, bare: JID) -> None:
+        """Drop the state made for a bind that did not complete."""
+        if bare not in self._by_bare:
+            self._accounts.pop(bare, None)
 
     def bind(self, session: ClientSession, jid: JID) -> ClientSession | None:
         """Register `session` as `jid`; return the session it displaces, if any."""
@@ -38,6 +69,7 @@ class SessionManager:
             del resources[jid.resource]
             if not resources:
                 del self._by_bare[jid.bare]
+                self._accounts.pop(jid.bare, None)
 
     def get(self, jid: JID) -> ClientSession | None:
         resources = self._by_bare.get(jid.bare)
