@@ -1,6 +1,21 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from .models import User
+from .models import RosterItem, SharedGroup, User
 
 admin.site.register(User, UserAdmin)
+
+
+@admin.register(SharedGroup)
+class SharedGroupAdmin(admin.ModelAdmin):
+    """Shared roster groups: members see each other without subscription requests."""
+
+    list_display = ["name"]
+    filter_horizontal = ["members"]
+
+
+@admin.register(RosterItem)
+class RosterItemAdmin(admin.ModelAdmin):
+    list_display = ["user", "jid", "name", "subscription", "pending_out", "pending_in"]
+    list_filter = ["subscription"]
+    search_fields = ["user__username", "jid", "name"]

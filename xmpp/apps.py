@@ -9,3 +9,4 @@ class XmppConfig(AppConfig):
 
     def ready(self) -> None:
         from . import features  # noqa: F401  (registers disco, ping, version, time)
+        from . import presence, roster  # noqa: F401  (RFC 6121 rosters and presence)

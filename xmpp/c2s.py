@@ -72,6 +72,9 @@ class ClientSession:
         "available",
         "priority",
         "presence_sent",
+        "roster_requested",
+        "last_presence",
+        "directed",
         "account",
         "_header_sent",
         "_closing",
@@ -98,6 +101,9 @@ class ClientSession:
         self.available = False
         self.priority = 0
         self.presence_sent = False
+        self.roster_requested = False  # RFC 6121 §2.1.6: gets roster pushes
+        self.last_presence: Element | None = None  # answers probes (§4.3.2)
+        self.directed: set[JID] | None = None  # directed presence (§4.6)
         self.account: AccountState | None = None
         self._header_sent = False
         self._closing = False
@@ -520,6 +526,8 @@ class ClientSession:
         stanza.set("from", self.jid_str)
         if stanza.tag == PRESENCE_TAG and stanza.get("to") is None:
             return self._broadcast_presence(stanza)
+        if stanza.tag == PRESENCE_TAG and stanza.get("type") in (None, "unavailable"):
+            self.server.registry.presence.directed(self, stanza)
         if stanza.tag == IQ_TAG and stanza[0:1] and stanza[0].tag == BIND_TAG:
             self._send_error(stanza, StanzaError("not-allowed", "a resource is already bound"))
             return
@@ -565,6 +573,10 @@ class ClientSession:
 
     def deliver(self, stanza: Element) -> None:
         """Write a routed stanza; a client that does not read is disconnected."""
+        self.send_serialized(serialize(stanza))
+
+    def send_serialized(self, data: bytes) -> None:
+        """deliver() for a stanza serialised once for many recipients."""
         if self._closing:
             return
         if self.transport.buffered > self.server.limits.max_outgoing_buffer:
@@ -572,7 +584,7 @@ class ClientSession:
             self._closing = True
             self.transport.abort()
             return
-        self.transport.write(serialize(stanza))
+        self.transport.write(data)
 
     # -- the end of the stream (RFC 6120 §4.4) -------------------------------
 

@@ -42,6 +42,9 @@ class IqRequest:
         return self.stanza.get("type", "")
 
 
+# Returned by an IQ handler that has sent its answer itself.
+ANSWERED = object()
+
 # A handler returns the result payload (or None for an empty result), or an
 # awaitable of it when it needs the database; it raises StanzaError to fail.
 IqHandler = Callable[[IqRequest], "Element | None | Awaitable[Element | None]"]
@@ -69,6 +72,9 @@ class PresenceHandler:
         """Presence without 'to' from a bound session (available or unavailable)."""
         for other in session.server.sessions.available(session.jid.bare):
             other.deliver(presence)
+
+    def directed(self, session: ClientSession, presence: Element) -> None:
+        """Available or unavailable presence with a 'to' (directed, RFC 6121 §4.6)."""
 
     def session_ended(self, session: ClientSession, was_available: bool) -> None:
         """A bound session is gone; tell whoever saw it available (RFC 6121 §4.5.2)."""

@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
-from .plugins import IqRequest, PluginRegistry, Scope
+from .plugins import ANSWERED, IqRequest, PluginRegistry, Scope
 from .protocol.errors import StanzaError, error_reply
 from .protocol.jid import JID, InvalidJID
 from .sessions import SessionManager
@@ -193,7 +193,7 @@ class Router:
             return
         if inspect.isawaitable(result):
             self.spawn(self._await_iq(request, result))
-        else:
+        elif result is not ANSWERED:
             self.reply(stanza, result)
 
     async def _await_iq(self, request: IqRequest, pending) -> None:
@@ -206,7 +206,8 @@ class Router:
             log.exception("IQ handler failed for %s", request.payload.tag)
             self.bounce(request.stanza, StanzaError("internal-server-error"))
             return
-        self.reply(request.stanza, result)
+        if result is not ANSWERED:
+            self.reply(request.stanza, result)
 
     def reply(self, stanza: Element, payload: Element | None) -> None:
         """Send the IQ result for `stanza`, with `payload` if any (RFC 6120 §8.2.3)."""

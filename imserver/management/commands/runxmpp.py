@@ -56,6 +56,13 @@ class Command(BaseCommand):
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         files = raise_open_files_limit()
+        if settings.XMPP_LOG_SQL:
+            from django.db import connections
+
+            from xmpp.query_log import install_query_logger
+
+            connections.close_all()  # so the next queries open logged connections
+            install_query_logger()
 
         # Importing daphne.server installs Twisted's asyncio reactor on a loop
         # of its own; that loop becomes the loop of the whole server.
