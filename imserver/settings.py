@@ -36,6 +36,7 @@ XMPP_TLS_KEY = os.environ.get("XMPP_TLS_KEY", "")
 # RFC 6120 §5.1: TLS is mandatory-to-negotiate unless the operator says otherwise.
 XMPP_REQUIRE_TLS = env_bool("XMPP_REQUIRE_TLS", True)
 XMPP_SCRAM_ITERATIONS = env_int("XMPP_SCRAM_ITERATIONS", 4096)
+XMPP_OFFLINE_QUOTA = env_int("XMPP_OFFLINE_QUOTA", 1000)  # XEP-0160 messages kept per account
 
 # Limits (RFC 6120 §13.12); a client over a limit gets <policy-violation/>.
 XMPP_MAX_STANZA_SIZE = env_int("XMPP_MAX_STANZA_SIZE", 256 * 1024)
@@ -48,6 +49,11 @@ XMPP_MAX_OUTGOING_BUFFER = env_int("XMPP_MAX_OUTGOING_BUFFER", 1024 * 1024)
 XMPP_LOG_SQL = env_bool("XMPP_LOG_SQL", False)
 XMPP_ROSTER_MAX_ITEMS = env_int("XMPP_ROSTER_MAX_ITEMS", 1000)
 XMPP_AUTH_FAILURE_DELAY = float(os.environ.get("XMPP_AUTH_FAILURE_DELAY", "1.0"))
+
+# XEP-0077: accounts made by anyone who connects; off unless the operator says so.
+XMPP_REGISTRATION_ENABLED = env_bool("XMPP_REGISTRATION_ENABLED", False)
+# XEP-0054: the largest vCard a user may store, in bytes of XML.
+XMPP_VCARD_MAX_SIZE = env_int("XMPP_VCARD_MAX_SIZE", 64 * 1024)
 
 
 def load_or_create_secret_key(data_dir: Path) -> str:

@@ -147,11 +147,13 @@ def test_negative_priority_resource_gets_no_bare_jid_chat(xmpp_server, accounts)
     asyncio.run(scenario())
 
 
-async def expect_message_error(sender: Client, to: str, condition: str) -> None:
-    """Send a chat message to `to` and expect the stanza error `condition` back,
+async def expect_message_error(
+    sender: Client, to: str, condition: str, mtype: str = "chat"
+) -> None:
+    """Send a message to `to` and expect the stanza error `condition` back,
     addressed from `to` and carrying the message's id (RFC 6120 §8.3.1)."""
     errors = collect_errors(sender)
-    message = sender.make_message(mto=to, mbody="anyone there?", mtype="chat")
+    message = sender.make_message(mto=to, mbody="anyone there?", mtype=mtype)
     message["id"] = f"error-{condition}"
     message.send()
     error = await asyncio.wait_for(errors.get(), 10)
@@ -162,14 +164,18 @@ async def expect_message_error(sender: Client, to: str, condition: str) -> None:
     assert error["error"]["type"] == "cancel"
 
 
-def test_message_to_user_without_session_gets_service_unavailable(xmpp_server, accounts):
-    """A chat message to an existing account with no session is answered with
-    <service-unavailable/> while there is no offline storage (RFC 6121 §8.5.2.2.1)."""
+def test_groupchat_message_to_user_without_session_gets_service_unavailable(
+    xmpp_server, accounts
+):
+    """A groupchat message to an account with no available resource is answered
+    with <service-unavailable/>; it is never stored offline (RFC 6121 §8.5.2.2.1)."""
 
     async def scenario():
         alice = await connect(xmpp_server, "alice", "offline-sender")
         try:
-            await expect_message_error(alice, xmpp_server.jid(OFFLINE), "service-unavailable")
+            await expect_message_error(
+                alice, xmpp_server.jid(OFFLINE), "service-unavailable", mtype="groupchat"
+            )
         finally:
             await disconnect(alice)
 

@@ -8,6 +8,7 @@ a feature or a service domain shows up here without this module naming it.
 from __future__ import annotations
 
 import datetime
+import inspect
 from importlib import metadata
 from xml.etree.ElementTree import Element, SubElement
 
@@ -69,11 +70,21 @@ async def _require_account(request: IqRequest) -> None:
         raise StanzaError("service-unavailable")
 
 
+async def _account_node(request: IqRequest, kind: str) -> Element:
+    """XEP-0030 §3.2, §4.2: a node of the account, answered by the app that registered it."""
+    key = (kind, request.payload.get("node"))
+    handler = request.router.registry.account_disco_nodes.get(key)
+    if handler is None:
+        raise StanzaError("item-not-found")
+    result = handler(request)
+    return await result if inspect.isawaitable(result) else result
+
+
 @plugins.iq(f"{{{NS_DISCO_INFO}}}query", scopes=("account",))
 async def account_info(request: IqRequest) -> Element:
     await _require_account(request)
     if request.payload.get("node"):
-        raise StanzaError("item-not-found")
+        return await _account_node(request, "info")
     return _info(
         {"category": "account", "type": "registered"},
         request.router.registry.account_features,
@@ -83,6 +94,8 @@ async def account_info(request: IqRequest) -> Element:
 @plugins.iq(f"{{{NS_DISCO_ITEMS}}}query", scopes=("account",))
 async def account_items(request: IqRequest) -> Element:
     await _require_account(request)
+    if request.payload.get("node"):
+        return await _account_node(request, "items")
     return Element(f"{{{NS_DISCO_ITEMS}}}query")
 
 

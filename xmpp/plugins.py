@@ -59,6 +59,9 @@ StanzaFilter = Callable[[Element, JID, JID, "Router"], bool]
 # Gets a chat/normal message for an account with no available resource
 # (RFC 6121 §8.5.2.2.1); it stores it or bounces it itself.
 OfflineHandler = Callable[[Element, JID, "Router"], Any]
+# Answers disco#info or disco#items about one node of an account with the
+# whole <query node=''/> (XEP-0030 §3.2, §4.2), or an awaitable of it.
+DiscoNodeHandler = Callable[[IqRequest], "Element | Awaitable[Element]"]
 
 
 class PresenceHandler:
@@ -102,6 +105,7 @@ class PluginRegistry:
     session_closed_hooks: list[SessionHook] = field(default_factory=list)
     stanza_filters: list[StanzaFilter] = field(default_factory=list)
     offline_handler: OfflineHandler | None = None
+    account_disco_nodes: dict[tuple[str, str], DiscoNodeHandler] = field(default_factory=dict)
     presence: PresenceHandler = field(default_factory=PresenceHandler)
 
     def iq(
@@ -132,6 +136,14 @@ class PluginRegistry:
     def service(self, subdomain: str, handler: ServiceHandler) -> None:
         """Give every stanza to `<subdomain>.<XMPP_DOMAIN>` to `handler`."""
         self.services[subdomain] = handler
+
+    def account_disco_node(
+        self, node: str, info: DiscoNodeHandler, items: DiscoNodeHandler
+    ) -> None:
+        """Answer disco#info and disco#items about `node` of an account, e.g.
+        XEP-0013's http://jabber.org/protocol/offline."""
+        self.account_disco_nodes[("info", node)] = info
+        self.account_disco_nodes[("items", node)] = items
 
     def stream_feature(self, feature: StreamFeature) -> StreamFeature:
         """Offer a stream feature after resource binding, e.g. stream management."""

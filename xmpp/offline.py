@@ -1,0 +1,473 @@
+"""Offline messages: storage and delivery (XEP-0160) and flexible retrieval (XEP-0013).
+
+What this module owns. The router gives it a chat or normal message for an
+account with no available resource of non-negative priority (RFC 6121
+§8.5.2.2.1, through `plugins.offline_handler`). It then
+
+- bounces <service-unavailable/> when the account does not exist (RFC 6121
+  §8.5.1) or already holds XMPP_OFFLINE_QUOTA messages (XEP-0160 §2 step 3:
+  "the recipient's offline message queue is full"; Prosody's mod_message
+  does the same when its offline archive refuses the message);
+- drops, silently, a message without a body that carries only chat states
+  (XEP-0160 §3 for XEP-0085 content) unless it has the XEP-0334 <store/>
+  hint; bounces one with the <no-store/> hint, which may not be kept;
+- otherwise keeps it as an OfflineMessage, with a XEP-0203 <delay/> from
+  the server's domain stamped with the time it arrived (XEP-0160 §2).
+
+A session's first available presence with a non-negative priority gets the
+stored messages, oldest first, and they are deleted (XEP-0160 §2 step 5),
+unless the account is reading them with XEP-0013: once a session has asked
+about the offline node or sent an <offline/> request, no session of the
+account is flooded while it lasts (XEP-0013 §2.2, §2.6), and messages are
+only removed on request (§2.5).
+
+Writes and deliveries go through one queue per process (OfflineQueue), run
+in order by one task that exists only while there is work: messages stay in
+the order they arrived, a batch of them costs three queries whatever its
+size, and a login after a store always sees it. None of this runs for a
+message to an online user, whose path has no database query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element, SubElement
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count
+
+from .models import OfflineMessage
+from .plugins import IqRequest, plugins
+from .protocol.errors import StanzaError, StreamError
+from .protocol.jid import JID
+from .protocol.parser import StreamParser
+from .protocol.xml import NS_CLIENT, NS_STREAMS, serialize, split_tag
+
+if TYPE_CHECKING:
+    from .c2s import ClientSession
+    from .router import Router
+
+log = logging.getLogger(__name__)
+
+NS_OFFLINE = "http://jabber.org/protocol/offline"
+NS_DELAY = "urn:xmpp:delay"
+NS_CHATSTATES = "http://jabber.org/protocol/chatstates"
+NS_HINTS = "urn:xmpp:hints"
+NS_DATA = "jabber:x:data"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+MSGOFFLINE = "msgoffline"  # XEP-0160 §4
+
+MESSAGE_TAG = f"{{{NS_CLIENT}}}message"
+BODY_TAG = f"{{{NS_CLIENT}}}body"
+THREAD_TAG = f"{{{NS_CLIENT}}}thread"
+OFFLINE_TAG = f"{{{NS_OFFLINE}}}offline"
+ITEM_TAG = f"{{{NS_OFFLINE}}}item"
+STORED_TYPES = (None, "normal", "chat")  # XEP-0160 §3
+
+# account.data key: the sessions of the account that chose XEP-0013.
+FLEXIBLE_SESSIONS = "offline.flexible_sessions"
+MAX_BATCH = 500
+# Names per `IN (...)` query; old SQLite builds allow 999 variables.
+LOOKUP_CHUNK = 900
+STREAM_HEADER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
+# Stored stanzas are our own output, already within XMPP_MAX_STANZA_SIZE
+# plus a <delay/>; the parser's limits here only guard against a bad row.
+STORED_STANZA_LIMIT = 16 * 1024 * 1024
+
+plugins.server_features.update({MSGOFFLINE, NS_OFFLINE})
+plugins.account_features.add(NS_OFFLINE)
+
+
+# -- what is kept (XEP-0160 §3, XEP-0334 §4) ---------------------------------
+
+KEEP, DROP, REFUSE = "keep", "drop", "refuse"
+
+
+def storage_decision(message: Element) -> str:
+    """KEEP the message, DROP it silently, or REFUSE it with an error."""
+    if message.find(f"{{{NS_HINTS}}}no-store") is not None:
+        return REFUSE
+    if message.find(f"{{{NS_HINTS}}}store") is not None:
+        return KEEP
+    if message.find(BODY_TAG) is not None:
+        return KEEP
+    chat_state = False
+    for child in message:
+        ns = split_tag(child.tag)[0]
+        if ns == NS_CHATSTATES:
+            chat_state = True
+        elif ns != NS_HINTS and child.tag != THREAD_TAG:
+            return KEEP  # some other content (a receipt, an invitation, ...)
+    return DROP if chat_state else KEEP
+
+
+def delay_element(domain: str, when: datetime.datetime) -> Element:
+    """XEP-0203 §4 with a XEP-0082 DateTime in UTC, to the millisecond."""
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    delay = Element(f"{{{NS_DELAY}}}delay", {"from": domain, "stamp": stamp})
+    delay.text = "Offline Storage"
+    return delay
+
+
+# -- the router's offline handler (RFC 6121 §8.5.2.2.1) ------------------------
+
+
+def store_offline(stanza: Element, to: JID, router: Router) -> None:
+    """plugins.offline_handler: keep `stanza` for `to`, or bounce or drop it."""
+    if stanza.tag != MESSAGE_TAG or stanza.get("type") not in STORED_TYPES:
+        return  # errors, groupchat and headline are never kept (XEP-0160 §3)
+    decision = storage_decision(stanza)
+    if decision == DROP:
+        return
+    if decision == REFUSE:
+        router.bounce(stanza, StanzaError("service-unavailable"))
+        return
+    now = datetime.datetime.now(datetime.UTC)
+    delay = delay_element(router.domain, now)
+    stanza.append(delay)
+    text = serialize(stanza).decode()
+    stanza.remove(delay)  # the original goes back to its sender if refused
+    offline_queue.submit(StoreJob(router, stanza, to.local, text, now), router)
+
+
+# -- delivery at initial presence (XEP-0160 §2 step 5) ------------------------
+
+
+async def deliver_on_initial_presence(session: ClientSession) -> None:
+    if session.priority < 0:
+        return  # XEP-0160 §2 step 5: only non-negative available presence
+    if _flexible_sessions(session):
+        return  # XEP-0013 §2.2: no flood while the account reads with it
+    job = DeliverJob(session, asyncio.get_running_loop().create_future())
+    offline_queue.submit(job, session.server.router)
+    await job.done
+
+
+def forget_flexible_session(session: ClientSession) -> None:
+    sessions = _flexible_sessions(session)
+    if sessions:
+        sessions.discard(session)
+
+
+def _flexible_sessions(session: ClientSession) -> set | None:
+    account = session.account
+    return account.data.get(FLEXIBLE_SESSIONS) if account is not None else None
+
+
+def _mark_flexible(session: ClientSession | None) -> None:
+    if session is not None and session.account is not None:
+        session.account.data.setdefault(FLEXIBLE_SESSIONS, set()).add(session)
+
+
+plugins.offline_handler = store_offline
+plugins.on_initial_presence(deliver_on_initial_presence)
+plugins.on_session_closed(forget_flexible_session)
+
+
+# -- the queue: stores and deliveries, in order --------------------------------
+
+
+class StoreJob:
+    __slots__ = ("router", "stanza", "local", "text", "when")
+
+    def __init__(
+        self, router: Router, stanza: Element, local: str, text: str, when: datetime.datetime
+    ) -> None:
+        self.router = router
+        self.stanza = stanza
+        self.local = local
+        self.text = text
+        self.when = when
+
+    @staticmethod
+    async def run(jobs: list[StoreJob]) -> None:
+        entries = [(job.local, job.stanza.get("from", ""), job.text, job.when) for job in jobs]
+        try:
+            stored = await sync_to_async(_store_rows)(entries, settings.XMPP_OFFLINE_QUOTA)
+        except Exception:
+            log.exception("could not store %d offline messages", len(jobs))
+            for job in jobs:
+                job.router.bounce(job.stanza, StanzaError("internal-server-error"))
+            return
+        for job, kept in zip(jobs, stored, strict=True):
+            if not kept:
+                # RFC 6121 §8.5.1 (no such account), XEP-0160 §2 step 3 (queue full).
+                job.router.bounce(job.stanza, StanzaError("service-unavailable"))
+
+
+class DeliverJob:
+    __slots__ = ("session", "done")
+
+    def __init__(self, session: ClientSession, done: asyncio.Future) -> None:
+        self.session = session
+        self.done = done
+
+    @staticmethod
+    async def run(jobs: list[DeliverJob]) -> None:
+        try:
+            live = [job for job in jobs if _wants_flood(job.session)]
+            if not live:
+                return
+            stored = await sync_to_async(_load_rows)({job.session.jid.local for job in live})
+            delivered: list[int] = []
+            for job in live:
+                session = job.session
+                if not _wants_flood(session):
+                    continue  # gone, or chose XEP-0013, while the rows were read
+                for row_id, text in stored.pop(session.jid.local, ()):
+                    message = parse_stored(text)
+                    if message is not None:
+                        session.deliver(message)
+                    delivered.append(row_id)
+            if delivered:
+                await sync_to_async(_delete_rows)(delivered)
+        except Exception:
+            # The messages stay stored for the next login.
+            log.exception("could not deliver offline messages")
+        finally:
+            for job in jobs:
+                if not job.done.done():
+                    job.done.set_result(None)
+
+
+def _wants_flood(session: ClientSession) -> bool:
+    return session.jid is not None and session.available and not _flexible_sessions(session)
+
+
+class OfflineQueue:
+    """Jobs run one batch at a time, in the order they came; a batch is a run
+    of jobs of one kind, so a store is always written before a later login
+    reads the queue. The task that runs them ends when the queue is empty."""
+
+    def __init__(self) -> None:
+        self._jobs: deque = deque()
+        self._running = False
+
+    def submit(self, job: StoreJob | DeliverJob, router: Router) -> None:
+        self._jobs.append(job)
+        if not self._running:
+            self._running = True
+            router.spawn(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._jobs:
+                kind = type(self._jobs[0])
+                batch = []
+                while self._jobs and type(self._jobs[0]) is kind and len(batch) < MAX_BATCH:
+                    batch.append(self._jobs.popleft())
+                await kind.run(batch)
+        finally:
+            self._running = False
+
+
+offline_queue = OfflineQueue()
+
+
+# -- the database, called through sync_to_async ---------------------------------
+
+
+def _store_rows(entries: list[tuple[str, str, str, datetime.datetime]], quota: int) -> list[bool]:
+    """Store what fits; for each entry, whether it was stored."""
+    names = sorted({local for local, _, _, _ in entries})
+    users: dict[str, int] = {}
+    counts: dict[int, int] = {}
+    User = get_user_model()
+    with transaction.atomic():
+        for start in range(0, len(names), LOOKUP_CHUNK):
+            chunk = names[start : start + LOOKUP_CHUNK]
+            users.update(
+                User.objects.filter(username__in=chunk, is_active=True).values_list(
+                    "username", "id"
+                )
+            )
+        ids = list(users.values())
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            counts.update(
+                OfflineMessage.objects.filter(user_id__in=ids[start : start + LOOKUP_CHUNK])
+                .values("user_id")
+                .annotate(n=Count("id"))
+                .values_list("user_id", "n")
+            )
+        rows, stored = [], []
+        for local, sender, text, when in entries:
+            user_id = users.get(local)
+            if user_id is None or counts.get(user_id, 0) >= quota:
+                stored.append(False)
+                continue
+            counts[user_id] = counts.get(user_id, 0) + 1
+            rows.append(OfflineMessage(user_id=user_id, sender=sender, stanza=text, created=when))
+            stored.append(True)
+        OfflineMessage.objects.bulk_create(rows)
+    return stored
+
+
+def _load_rows(names: set[str]) -> dict[str, list[tuple[int, str]]]:
+    """The stored messages of these accounts, oldest first, by account name."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    ordered = sorted(names)
+    for start in range(0, len(ordered), LOOKUP_CHUNK):
+        rows = (
+            OfflineMessage.objects.filter(user__username__in=ordered[start : start + LOOKUP_CHUNK])
+            .order_by("id")
+            .values_list("user__username", "id", "stanza")
+        )
+        for username, row_id, text in rows:
+            found.setdefault(username, []).append((row_id, text))
+    return found
+
+
+def _delete_rows(ids: list[int]) -> None:
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        OfflineMessage.objects.filter(id__in=ids[start : start + LOOKUP_CHUNK]).delete()
+
+
+def parse_stored(text: str) -> Element | None:
+    """A stored stanza back as an element (it was serialised in jabber:client)."""
+    parser = StreamParser(STORED_STANZA_LIMIT)
+    try:
+        parser.feed(STREAM_HEADER)
+        events = parser.feed(text.encode())
+    except StreamError:
+        log.error("an offline message could not be parsed; it is dropped")
+        return None
+    return events[0] if events and isinstance(events[0], Element) else None
+
+
+# -- XEP-0013: flexible offline message retrieval --------------------------------
+
+
+def _own_account(request: IqRequest) -> None:
+    # XEP-0013 §2.3-§2.7: only the user's own resources may look.
+    if request.sender.bare != request.to:
+        raise StanzaError("forbidden")
+    _mark_flexible(request.session)
+
+
+def _node_id(node: str | None) -> int:
+    try:
+        return int(node or "")
+    except ValueError:
+        raise StanzaError("item-not-found") from None
+
+
+def _target_session(request: IqRequest) -> ClientSession | None:
+    return request.session or request.router.sessions.get(request.sender)
+
+
+def _send_marked(session: ClientSession | None, rows: list[tuple[int, str]]) -> None:
+    """§2.4, §2.6: each message carries its node in <offline><item node=''/>."""
+    if session is None:
+        return
+    for row_id, text in rows:
+        message = parse_stored(text)
+        if message is None:
+            continue
+        offline = SubElement(message, OFFLINE_TAG)
+        SubElement(offline, ITEM_TAG, {"node": str(row_id)})
+        session.deliver(message)
+
+
+@plugins.iq(OFFLINE_TAG, types=("get", "set"), scopes=("account",))
+async def flexible_offline(request: IqRequest) -> None:
+    """XEP-0013 §2.4-§2.7: view and fetch (get), remove and purge (set).
+
+    slixmpp sends <fetch/> in a set, so fetch is accepted in either."""
+    _own_account(request)
+    payload = request.payload
+    local = request.to.local
+    is_get = request.type == "get"
+    fetch = payload.find(f"{{{NS_OFFLINE}}}fetch") is not None
+    purge = payload.find(f"{{{NS_OFFLINE}}}purge") is not None
+    items = payload.findall(ITEM_TAG)
+    if not (fetch or purge or items) or (purge and is_get):
+        raise StanzaError("bad-request", "expected <fetch/>, <purge/> or <item/>")
+    wanted = "view" if is_get else "remove"
+    if any(item.get("action") != wanted for item in items):
+        raise StanzaError("bad-request", f"an IQ {request.type} takes <item action='{wanted}'/>")
+    ids = [_node_id(item.get("node")) for item in items]
+    if fetch:
+        _send_marked(_target_session(request), await sync_to_async(_account_rows)(local))
+    if items and is_get:
+        _send_marked(_target_session(request), await sync_to_async(_account_rows)(local, ids))
+    if items and not is_get:
+        await sync_to_async(_remove_rows)(local, ids)
+    if purge:
+        await sync_to_async(_remove_rows)(local, None)
+    return None
+
+
+def _account_rows(local: str, ids: list[int] | None = None) -> list[tuple[int, str]]:
+    """An account's messages, oldest first: all, or those `ids` (all must exist)."""
+    rows = OfflineMessage.objects.filter(user__username=local).order_by("id")
+    if ids is not None:
+        rows = rows.filter(id__in=ids)
+    found = list(rows.values_list("id", "stanza"))
+    if ids is not None and len(found) != len(set(ids)):
+        raise StanzaError("item-not-found")  # XEP-0013 §2.4
+    return found
+
+
+def _remove_rows(local: str, ids: list[int] | None) -> None:
+    rows = OfflineMessage.objects.filter(user__username=local)
+    if ids is None:
+        rows.delete()  # §2.7 purge
+        return
+    with transaction.atomic():
+        rows = rows.filter(id__in=ids)
+        if rows.count() != len(set(ids)):
+            raise StanzaError("item-not-found")  # §2.5
+        rows.delete()
+
+
+# XEP-0013 §2.2 and §2.3 are disco requests to the node NS_OFFLINE of the
+# account. The core's disco handlers (xmpp/features.py) answer only the
+# account itself, with no nodes, so these two wait for a node hook there.
+
+
+async def offline_node_info(request: IqRequest) -> Element:
+    """§2.2: the node's identity, feature and number of messages (XEP-0128)."""
+    _own_account(request)
+    count = await OfflineMessage.objects.filter(user__username=request.to.local).acount()
+    query = Element(f"{{{NS_DISCO_INFO}}}query", {"node": NS_OFFLINE})
+    SubElement(
+        query, f"{{{NS_DISCO_INFO}}}identity", {"category": "automation", "type": "message-list"}
+    )
+    SubElement(query, f"{{{NS_DISCO_INFO}}}feature", {"var": NS_OFFLINE})
+    form = SubElement(query, f"{{{NS_DATA}}}x", {"type": "result"})
+    form_type = SubElement(form, f"{{{NS_DATA}}}field", {"var": "FORM_TYPE", "type": "hidden"})
+    SubElement(form_type, f"{{{NS_DATA}}}value").text = NS_OFFLINE
+    number = SubElement(form, f"{{{NS_DATA}}}field", {"var": "number_of_messages"})
+    SubElement(number, f"{{{NS_DATA}}}value").text = str(count)
+    return query
+
+
+async def offline_node_items(request: IqRequest) -> Element:
+    """§2.3: one item per message: the node to view or remove it by, and
+    its sender's full JID as the name."""
+    _own_account(request)
+    headers = (
+        OfflineMessage.objects.filter(user__username=request.to.local)
+        .order_by("id")
+        .values_list("id", "sender")
+    )
+    query = Element(f"{{{NS_DISCO_ITEMS}}}query", {"node": NS_OFFLINE})
+    owner = str(request.to)
+    async for row_id, sender in headers:
+        SubElement(
+            query,
+            f"{{{NS_DISCO_ITEMS}}}item",
+            {"jid": owner, "node": str(row_id), "name": sender},
+        )
+    return query
+
+
+plugins.account_disco_node(NS_OFFLINE, info=offline_node_info, items=offline_node_items)
