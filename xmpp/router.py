@@ -96,6 +96,9 @@ class Router:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def pending_tasks(self) -> set[asyncio.Task]:
+        return set(self._tasks)
+
     # -- RFC 6121 §8.5.3: full JID ----------------------------------------
 
     def _to_full_jid(self, stanza, sender, to, origin) -> None:

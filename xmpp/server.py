@@ -131,6 +131,11 @@ class XmppServer:
             await asyncio.sleep(0.05)
         for session in sessions:
             session.transport.close()
+        # Writes still in flight (offline messages, roster changes) finish
+        # before the process exits, within what is left of the grace period.
+        pending = self.router.pending_tasks()
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.5, deadline - time.monotonic()))
         for listener in self.listeners:
             await listener.wait_closed()
 
