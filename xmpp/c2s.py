@@ -564,6 +564,8 @@ class ClientSession:
             self.server.router.route(presence, self.jid, self)
             return None
         registry = self.server.registry
+        for transform in registry.presence_transforms:
+            transform(self, presence)
         result = registry.presence.broadcast(self, presence)
         if initial and registry.initial_presence_hooks:
             return _chain(result, _run_hooks(registry.initial_presence_hooks, self))
@@ -642,7 +644,9 @@ class ClientSession:
             log.exception("presence handler failed for %r", self)
         for hook in self.server.registry.session_closed_hooks:
             try:
-                hook(self)
+                result = hook(self)
+                if inspect.isawaitable(result):
+                    self.server.spawn(result)
             except Exception:
                 log.exception("session-closed hook failed")
         self.jid = None

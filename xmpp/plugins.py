@@ -59,6 +59,8 @@ StanzaFilter = Callable[[Element, JID, JID, "Router"], bool]
 # Gets a chat/normal message for an account with no available resource
 # (RFC 6121 §8.5.2.2.1); it stores it or bounces it itself.
 OfflineHandler = Callable[[Element, JID, "Router"], Any]
+# Changes a session's broadcast presence before it goes out (XEP-0153 hash).
+PresenceTransform = Callable[["ClientSession", Element], None]
 # Answers disco#info or disco#items about one node of an account with the
 # whole <query node=''/> (XEP-0030 §3.2, §4.2), or an awaitable of it.
 DiscoNodeHandler = Callable[[IqRequest], "Element | Awaitable[Element]"]
@@ -107,6 +109,7 @@ class PluginRegistry:
     offline_handler: OfflineHandler | None = None
     account_disco_nodes: dict[tuple[str, str], DiscoNodeHandler] = field(default_factory=dict)
     presence: PresenceHandler = field(default_factory=PresenceHandler)
+    presence_transforms: list[PresenceTransform] = field(default_factory=list)
 
     def iq(
         self,
@@ -169,6 +172,11 @@ class PluginRegistry:
     def on_session_closed(self, hook: SessionHook) -> SessionHook:
         self.session_closed_hooks.append(hook)
         return hook
+
+    def presence_transform(self, transform: PresenceTransform) -> PresenceTransform:
+        """Amend a session's broadcast presence (available or unavailable) in place."""
+        self.presence_transforms.append(transform)
+        return transform
 
     def stanza_filter(self, stanza_filter: StanzaFilter) -> StanzaFilter:
         self.stanza_filters.append(stanza_filter)

@@ -133,7 +133,7 @@ class XmppServer:
             session.transport.close()
         # Writes still in flight (offline messages, roster changes) finish
         # before the process exits, within what is left of the grace period.
-        pending = self.router.pending_tasks()
+        pending = self.router.pending_tasks() | set(self._tasks)
         if pending:
             await asyncio.wait(pending, timeout=max(0.5, deadline - time.monotonic()))
         for listener in self.listeners:

@@ -1,0 +1,139 @@
+"""Last Activity (XEP-0012): server uptime, and how long ago a user logged out.
+
+Owns `{jabber:iq:last}query` gets:
+
+- to the server (§5): the seconds since this process started;
+- to a user's bare JID (§3), answered on the user's behalf: 0 while the user
+  has an available resource, else the seconds since its last session ended,
+  with the status text of its last unavailable presence; <item-not-found/>
+  if it never logged out. Only the user itself and contacts to whom it
+  grants its presence (subscription 'from' or 'both' in its roster) may ask;
+  anyone else gets <forbidden/> (§3, §8). No such account is
+  <service-unavailable/> (RFC 6121 §8.5.1).
+
+The logout time and status are written when an account's last session ends
+(`record_logout`, a session-closed hook). The status of each resource's last
+unavailable presence is noted in the account's in-memory state by
+`note_unavailable_status`, a presence transform the core does not call yet.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from typing import TYPE_CHECKING
+from xml.etree.ElementTree import Element
+
+from django.contrib.auth import get_user_model
+from django.db import DatabaseError
+
+from .models import LastActivity
+from .plugins import IqRequest, plugins
+from .protocol.errors import StanzaError
+from .protocol.jid import JID
+
+if TYPE_CHECKING:
+    from .c2s import ClientSession
+
+log = logging.getLogger(__name__)
+
+NS_LAST = "jabber:iq:last"
+QUERY_TAG = f"{{{NS_LAST}}}query"
+STATUS_TAG = "{jabber:client}status"
+# Key in AccountState.data: {resource: status text of its last unavailable presence}.
+STATUS_KEY = "last_activity.status"
+# Subscriptions under which the owner's presence is shared with the contact (RFC 6121 §3).
+SHARING_SUBSCRIPTIONS = frozenset({"from", "both"})
+
+_started = time.monotonic()
+
+
+@plugins.iq(QUERY_TAG, scopes=("server",), feature=NS_LAST)
+def uptime(request: IqRequest) -> Element:
+    """§5: the server's uptime, without character data."""
+    return _query(int(time.monotonic() - _started))
+
+
+@plugins.iq(QUERY_TAG, scopes=("account",), feature=NS_LAST)
+async def last_logout(request: IqRequest) -> Element:
+    owner = request.to
+    row = (
+        await get_user_model()
+        .objects.filter(username=owner.local, is_active=True)
+        .values_list("last_activity__logout", "last_activity__status")
+        .afirst()
+    )
+    if row is None:
+        raise StanzaError("service-unavailable")
+    if request.sender.bare != owner and not await _shares_presence(request, owner):
+        raise StanzaError("forbidden", "you are not subscribed to this user's presence")
+    if request.router.sessions.available(owner):
+        return _query(0)  # §3: online now
+    logout, status = row
+    if logout is None:
+        raise StanzaError("item-not-found", "this user has not logged out yet")
+    now = datetime.datetime.now(datetime.UTC)
+    return _query(max(0, int((now - logout).total_seconds())), status)
+
+
+async def _shares_presence(request: IqRequest, owner: JID) -> bool:
+    """Whether `owner`'s roster grants the requester its presence (RFC 6121 §3)."""
+    from .roster import subscription_of  # lazily: the roster app may load after this one
+
+    subscription = await subscription_of(owner, request.sender.bare, request.router)
+    return subscription in SHARING_SUBSCRIPTIONS
+
+
+def _query(seconds: int, status: str = "") -> Element:
+    query = Element(QUERY_TAG, {"seconds": str(seconds)})
+    if status:
+        query.text = status
+    return query
+
+
+def note_unavailable_status(session: ClientSession, presence: Element) -> None:
+    """Remember the status text of a resource's unavailable broadcast presence;
+    an available one clears it."""
+    if session.account is None or session.jid is None:
+        return
+    statuses = session.account.data.setdefault(STATUS_KEY, {})
+    if presence.get("type") == "unavailable":
+        statuses[session.jid.resource] = presence.findtext(STATUS_TAG) or ""
+    else:
+        statuses.pop(session.jid.resource, None)
+
+
+@plugins.on_session_closed
+def record_logout(session: ClientSession) -> None:
+    """When an account's last session ends, store the time and that session's
+    last unavailable status. The core does not await close hooks, so the write
+    runs as a task."""
+    bare = session.jid.bare
+    if session.server.sessions.has_sessions(bare):
+        return
+    statuses = session.account.data.get(STATUS_KEY, {}) if session.account else {}
+    status = statuses.get(session.jid.resource, "")
+    when = datetime.datetime.now(datetime.UTC)
+    session.server.spawn(_store_logout(bare.local, when, status))
+
+
+async def _store_logout(username: str, when: datetime.datetime, status: str) -> None:
+    try:
+        user_id = (
+            await get_user_model()
+            .objects.filter(username=username)
+            .values_list("pk", flat=True)
+            .afirst()
+        )
+        if user_id is None:
+            return  # the account was removed (XEP-0077 cancellation)
+        await LastActivity.objects.aupdate_or_create(
+            user_id=user_id, defaults={"logout": when, "status": status}
+        )
+    except DatabaseError:
+        # e.g. the account was removed between the two queries
+        log.exception("could not record the logout of %s", username)
+
+
+plugins.presence_transform(note_unavailable_status)
