@@ -164,7 +164,9 @@ class PrivateXml(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["user", "namespace"], name="private_xml_unique_namespace")
+            models.UniqueConstraint(
+                fields=["user", "namespace"], name="private_xml_unique_namespace"
+            )
         ]
 
     def __str__(self) -> str:
