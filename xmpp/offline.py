@@ -46,7 +46,7 @@ from django.db.models import Count
 from .models import OfflineMessage
 from .plugins import IqRequest, plugins
 from .protocol.errors import StanzaError, StreamError
-from .protocol.jid import JID
+from .protocol.jid import JID, InvalidJID
 from .protocol.parser import StreamParser
 from .protocol.xml import NS_CLIENT, NS_STREAMS, serialize, split_tag
 
@@ -189,6 +189,13 @@ class StoreJob:
 
     @staticmethod
     async def run(jobs: list[StoreJob]) -> None:
+        # XEP-0191 §3.3: a blocked sender's message is refused, not stored.
+        refused = await sync_to_async(_blocked_senders)(jobs)
+        for job in refused:
+            job.router.bounce(job.stanza, StanzaError("service-unavailable"))
+        jobs = [job for job in jobs if job not in refused]
+        if not jobs:
+            return
         entries = [(job.local, job.stanza.get("from", ""), job.text, job.when) for job in jobs]
         try:
             stored = await sync_to_async(_store_rows)(entries, settings.XMPP_OFFLINE_QUOTA)
@@ -236,6 +243,20 @@ class DeliverJob:
             for job in jobs:
                 if not job.done.done():
                     job.done.set_result(None)
+
+
+def _blocked_senders(jobs: list[StoreJob]) -> list[StoreJob]:
+    from .blocking import is_blocked_sync
+
+    refused = []
+    for job in jobs:
+        try:
+            sender = JID.parse(job.stanza.get("from", ""))
+        except InvalidJID:
+            continue
+        if is_blocked_sync(JID(job.local, job.router.domain, ""), sender):
+            refused.append(job)
+    return refused
 
 
 def _wants_flood(session: ClientSession) -> bool:

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
+from .blocking import blocked_between, is_blocked
 from .plugins import PresenceHandler, plugins
 from .protocol.jid import JID
 from .protocol.parser import StreamParser
@@ -63,8 +64,11 @@ class RosterPresence(PresenceHandler):
         roster = session.account.roster if session.account else None
         if roster is not None:
             for jid in roster.subscribers():
-                for target in sessions.available(jid):
-                    target.send_serialized(data)
+                targets = sessions.available(jid)
+                # Delivered past the router, so the block lists are checked here.
+                if targets and not blocked_between(sessions, session.jid, jid):
+                    for target in targets:
+                        target.send_serialized(data)
         if not available:
             self._end_directed(session, presence)
             return
@@ -98,6 +102,8 @@ class RosterPresence(PresenceHandler):
             return  # offline: nothing to say (§4.3.2 allows silence)
         entry = contact_roster.get(prober.bare)
         if entry is None or entry.state.subscription not in SENDS_PRESENCE:
+            return
+        if blocked_between(router.sessions, contact, prober):
             return
         for target in router.sessions.available(contact.bare):
             if target.last_presence is not None:
@@ -245,6 +251,8 @@ class RosterPresence(PresenceHandler):
         loaded = await load_contact(owner, user)
         if loaded is None:
             return  # RFC 6121 §8.5.1: no such account: silently ignored
+        if await is_blocked(owner, user):
+            return  # XEP-0191 §3.3: nothing from a blocked JID
         if roster_of(router, owner) is not None:
             # The owner logged in meanwhile: apply it to the live roster instead.
             self._inbound(router, kind, user, owner, stanza)

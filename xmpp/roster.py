@@ -201,13 +201,15 @@ async def load_contact(owner: JID, jid: JID) -> tuple[int, Contact, int] | None:
     if user is None:
         return None
     row = await RosterItem.objects.filter(user_id=user.id, jid=str(jid)).afirst()
-    version = (
-        await RosterItem.objects.filter(user_id=user.id).aaggregate(top=Max("version"))
-    )["top"] or 0
+    version = (await RosterItem.objects.filter(user_id=user.id).aaggregate(top=Max("version")))[
+        "top"
+    ] or 0
     contact = Contact.from_row(row) if row else Contact(jid)
-    if await SharedGroup.objects.filter(members__id=user.id).filter(
-        members__username=jid.local
-    ).aexists():
+    if (
+        await SharedGroup.objects.filter(members__id=user.id)
+        .filter(members__username=jid.local)
+        .aexists()
+    ):
         contact.shared = True
         contact.listed = True
         contact.state = BOTH

@@ -52,13 +52,18 @@ class Router:
             except InvalidJID:
                 self.bounce(stanza, StanzaError("jid-malformed"))
                 return
+        # Filters see what a local account sends or receives; the server
+        # itself (ping, disco) is never blocked.
+        if (to.local or to.domain != self.domain) and (
+            to.domain == self.domain or (sender.local and sender.domain == self.domain)
+        ):
+            for stanza_filter in self.registry.stanza_filters:
+                if stanza_filter(stanza, sender, to, self):
+                    return  # e.g. blocked (XEP-0191)
         if to.domain == self.domain:
             if not to.local:
                 self._to_server(stanza, sender, to, origin)
                 return
-            for stanza_filter in self.registry.stanza_filters:
-                if stanza_filter(stanza, sender, to, self):
-                    return  # e.g. blocked (XEP-0191)
             if stanza.tag == PRESENCE_TAG and stanza.get("type") in HANDLED_PRESENCE_TYPES:
                 if self.registry.presence.inbound(stanza, sender, to, self):
                     return

@@ -56,6 +56,10 @@ class SessionManager:
     def bind(self, session: ClientSession, jid: JID) -> ClientSession | None:
         """Register `session` as `jid`; return the session it displaces, if any."""
         resources = self._by_bare.setdefault(jid.bare, {})
+        if session.account is not None:
+            # The account's last session may have ended while this one was
+            # binding: its state is the account's state again.
+            self._accounts.setdefault(jid.bare, session.account)
         old = resources.get(jid.resource)
         resources[jid.resource] = session
         return old if old is not session else None

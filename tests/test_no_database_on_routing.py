@@ -1,0 +1,199 @@
+"""No database query on the hot path of a routed stanza.
+
+The rule (ARCHITECTURE.md, "Rules that keep it fast"): rosters, privacy
+lists and presence are loaded at login and kept in memory, so routing a
+message or a presence stanza between online accounts never queries the
+database; in the issue's words, no database query per routed presence or
+message stanza. The server is started with XMPP_LOG_SQL=true, which logs
+every SQL statement it runs as an "SQL <VERB>" line (xmpp/query_log.py),
+and the log must stay free of them while the stanzas flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from .clients import Client, connect, disconnect
+from .conftest import PASSWORD, start_server, stop_server
+
+ROMEO, JULIET = "romeo", "juliet"
+MESSAGES = 200  # per direction and per kind of address
+PRESENCE_UPDATES = 50  # per user
+TIMEOUT = 20.0
+
+
+@pytest.fixture
+def sql_logging_server(tmp_path):
+    """A private server that logs every SQL statement, with two accounts."""
+    # The stanza rate limit is lifted so that bursts of hundreds of stanzas
+    # measure routing, not the token bucket (RFC 6120 §13.12).
+    server = start_server(tmp_path, XMPP_LOG_SQL="true", XMPP_STANZAS_PER_SECOND="100000")
+    try:
+        lines = "".join(f"{name} {PASSWORD}\n" for name in (ROMEO, JULIET))
+        server.manage("register", "--from-file", "-", input=lines)
+        yield server
+    finally:
+        stop_server(server)
+
+
+def sql_lines(text: str) -> list[str]:
+    """The "SQL <VERB>" lines xmpp.query_log writes, one per statement."""
+    return [line for line in text.splitlines() if "SQL " in line]
+
+
+async def wait_for_quiet_log(server, quiet: float = 1.0, limit: float = 15.0) -> None:
+    """Wait until the server log has not grown for `quiet` seconds (at most
+    `limit`): the writes a login spawns (roster, last activity) are done."""
+    deadline = time.monotonic() + limit
+    size = -1
+    still_since = time.monotonic()
+    while time.monotonic() < deadline:
+        current = server.log_path.stat().st_size
+        if current != size:
+            size, still_since = current, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return
+        await asyncio.sleep(0.1)
+
+
+def subscription(client: Client, other: Client) -> str:
+    """`client`'s subscription to `other` as its roster (kept by pushes) says."""
+    jid = other.boundjid.bare
+    roster = client.client_roster
+    return roster[jid]["subscription"] if jid in roster else "none"
+
+
+async def wait_until(predicate, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def login(server, user: str) -> Client:
+    """A client as most are: roster get (RFC 6121 §2.2), then initial presence."""
+    client = await connect(server, user, "phone", presence=False)
+    client.auto_authorize = None  # answer subscription requests by hand
+    client.auto_subscribe = None
+    await asyncio.wait_for(client.get_roster(), TIMEOUT)
+    client.send_presence()
+    return client
+
+
+async def make_mutual_subscription(server) -> None:
+    """RFC 6121 §3.1 both ways, through the server: subscribe, subscribed."""
+    romeo, juliet = await login(server, ROMEO), await login(server, JULIET)
+    try:
+        romeo.send_presence(pto=juliet.boundjid.bare, ptype="subscribe")
+        await wait_for_request(juliet, romeo)
+        juliet.send_presence(pto=romeo.boundjid.bare, ptype="subscribed")
+        juliet.send_presence(pto=romeo.boundjid.bare, ptype="subscribe")
+        await wait_for_request(romeo, juliet)
+        romeo.send_presence(pto=juliet.boundjid.bare, ptype="subscribed")
+        for client, other in ((romeo, juliet), (juliet, romeo)):
+            await wait_until(
+                lambda c=client, o=other: _is_both(c, o),
+                f"{client.boundjid.user}'s roster to say 'both'",
+            )
+    finally:
+        await disconnect(romeo, juliet)
+
+
+async def wait_for_request(client: Client, sender: Client) -> None:
+    """Wait until `client` gets the subscription request of `sender` (§3.1.3)."""
+    await drain_until(
+        client.presences,
+        {sender.boundjid.bare},
+        lambda p: p["from"].bare if p["type"] == "subscribe" else None,
+    )
+
+
+async def _is_both(client: Client, other: Client) -> bool:
+    return subscription(client, other) == "both"
+
+
+async def drain_until(queue: asyncio.Queue, wanted: set[str], key, timeout: float = TIMEOUT):
+    """Take stanzas from `queue` until every key in `wanted` was seen."""
+    missing = set(wanted)
+
+    async def take() -> None:
+        while missing:
+            stanza = await queue.get()
+            missing.discard(key(stanza))
+
+    try:
+        await asyncio.wait_for(take(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"{len(missing)} of {len(wanted)} stanzas never arrived") from None
+
+
+def test_routing_messages_and_presence_between_online_contacts_runs_no_sql(sql_logging_server):
+    """Once two contacts with a 'both' subscription are logged in, chat
+    messages between their full JIDs and to their bare JIDs (RFC 6121
+    §8.5.2, §8.5.3), and the presence updates each broadcasts to the other
+    (§4.4.2), are routed from memory: not one SQL statement is logged while
+    they flow. The logins themselves do query the database, which shows that
+    the statement log works."""
+    server = sql_logging_server
+
+    async def scenario() -> None:
+        await make_mutual_subscription(server)
+        await wait_for_quiet_log(server)
+
+        before_logins = len(server.log())
+        romeo, juliet = await login(server, ROMEO), await login(server, JULIET)
+        try:
+            # Each sees the other's roster entry as 'both' and the other online.
+            for client, other in ((romeo, juliet), (juliet, romeo)):
+                assert subscription(client, other) == "both"
+                # §4.2.3, §4.2.2: the probe answer or the broadcast, whichever
+                # logged in second.
+                await drain_until(
+                    client.presences,
+                    {other.boundjid.full},
+                    lambda p: p["from"].full if p["type"] == "available" else None,
+                )
+            await wait_for_quiet_log(server)
+            log = server.log()
+            login_sql = sql_lines(log[before_logins:])
+            assert login_sql, "the logins ran no SQL: is XMPP_LOG_SQL logging at all?"
+            start = len(log)
+
+            # Chat messages, full JID to full JID, both ways.
+            for sender, receiver in ((romeo, juliet), (juliet, romeo)):
+                for i in range(MESSAGES):
+                    sender.send_message(mto=receiver.boundjid.full, mbody=f"full {i}", mtype="chat")
+            # Chat messages to the bare JIDs, both ways.
+            for sender, receiver in ((romeo, juliet), (juliet, romeo)):
+                for i in range(MESSAGES):
+                    sender.send_message(mto=receiver.boundjid.bare, mbody=f"bare {i}", mtype="chat")
+            # Presence updates, broadcast to the contact (show and status change).
+            shows = ("away", "chat", "dnd", "xa")
+            for sender in (romeo, juliet):
+                for i in range(PRESENCE_UPDATES):
+                    sender.send_presence(pshow=shows[i % len(shows)], pstatus=f"update {i}")
+
+            bodies = {f"{kind} {i}" for kind in ("full", "bare") for i in range(MESSAGES)}
+            statuses = {f"update {i}" for i in range(PRESENCE_UPDATES)}
+            for client, other in ((romeo, juliet), (juliet, romeo)):
+                await drain_until(client.messages, bodies, lambda m: m["body"])
+                await drain_until(
+                    client.presences,
+                    statuses,
+                    lambda p, o=other: p["status"] if p["from"] == o.boundjid else None,
+                )
+            await asyncio.sleep(0.5)  # anything the routing spawned has run by now
+
+            routed_sql = sql_lines(server.log()[start:])
+            assert routed_sql == [], (
+                f"{len(routed_sql)} SQL statements while routing messages and presence:\n"
+                + "\n".join(routed_sql[:20])
+            )
+        finally:
+            await disconnect(romeo, juliet)
+
+    asyncio.run(scenario())
