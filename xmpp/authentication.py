@@ -15,21 +15,26 @@ from .protocol.scram import ScramCredentials
 
 
 class CredentialStore:
-    async def scram_credentials(self, username: str, hash_name: str) -> ScramCredentials | None:
-        """The stored SCRAM keys of an active account, or None."""
-        encoded = (
+    async def scram_credentials(
+        self, username: str, hash_name: str
+    ) -> tuple[int | None, ScramCredentials | None]:
+        """(user id, stored SCRAM keys) of an active account, or (None, None)."""
+        row = (
             await get_user_model()
             .objects.filter(username=username, is_active=True)
-            .values_list("password", flat=True)
+            .values_list("id", "password")
             .afirst()
         )
-        return scram_credentials(encoded, hash_name) if encoded else None
+        if row is None:
+            return None, None
+        return row[0], scram_credentials(row[1], hash_name)
 
-    async def check_password(self, username: str, password: str) -> bool:
+    async def check_password(self, username: str, password: str) -> int | None:
+        """The user id if `password` is the account's, else None."""
         return await sync_to_async(self._check_password)(username, password)
 
     @staticmethod
-    def _check_password(username: str, password: str) -> bool:
+    def _check_password(username: str, password: str) -> int | None:
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         # check_password also upgrades an old hash to SCRAM keys (Django's setter).
-        return user is not None and user.check_password(password)
+        return user.id if user is not None and user.check_password(password) else None

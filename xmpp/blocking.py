@@ -39,6 +39,7 @@ import secrets
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, SubElement
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
@@ -159,20 +160,10 @@ def _is_server(jid: JID, domain: str | None = None) -> bool:
 # -- loading at bind -------------------------------------------------------------
 
 
-@plugins.on_session_bound
-def load_on_bind(session: ClientSession):
+@plugins.account_loader
+def load_on_bind(account: AccountState, user_id: int) -> None:
     """Load the list into the account's state once, for all its resources."""
-    account = session.account
-    if account is None or account.data.get(LOADED):
-        return None
-    return _load(account)
-
-
-async def _load(account: AccountState) -> None:
-    items = BlockedJid.objects.filter(user__username=account.jid.local).values_list(
-        "jid", flat=True
-    )
-    async for text in items:
+    for text in BlockedJid.objects.filter(user_id=user_id).values_list("jid", flat=True):
         try:
             account.blocked.add(JID.parse(text))
         except InvalidJID:
@@ -230,7 +221,7 @@ def get_block_list(request: IqRequest):
 
 
 async def _load_then_list(account: AccountState) -> Element:
-    await _load(account)
+    await sync_to_async(load_on_bind)(account, account.user_id)
     return _list_element(account.blocked)
 
 

@@ -26,6 +26,9 @@ import time
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, SubElement
 
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+
 from .plugins import IqRequest
 from .protocol.errors import StanzaError, StreamError, error_reply
 from .protocol.jid import JID, InvalidJID, nodeprep, resourceprep
@@ -68,6 +71,7 @@ class ClientSession:
         "jid",
         "jid_str",
         "username",
+        "user_id",
         "authenticated",
         "available",
         "priority",
@@ -97,6 +101,7 @@ class ClientSession:
         self.jid: JID | None = None
         self.jid_str = ""
         self.username = ""
+        self.user_id: int | None = None
         self.authenticated = False
         self.available = False
         self.priority = 0
@@ -401,7 +406,9 @@ class ClientSession:
         # probing for account names learns nothing (RFC 5802 §9).
         credentials = None
         if local:
-            credentials = await self.server.accounts.scram_credentials(local, self._sasl.hash_name)
+            self.user_id, credentials = await self.server.accounts.scram_credentials(
+                local, self._sasl.hash_name
+            )
         if self._closing:
             return
         self.username = local
@@ -421,7 +428,8 @@ class ClientSession:
         if authzid and authzid not in (local, f"{local}@{self.server.domain}"):
             await self._sasl_failed("invalid-authzid")
             return
-        if not await self.server.accounts.check_password(local, password):
+        self.user_id = await self.server.accounts.check_password(local, password)
+        if self.user_id is None:
             await self._sasl_failed("not-authorized")
             return
         self._sasl_succeeded(local, None)
@@ -431,6 +439,7 @@ class ClientSession:
         self._sasl = None
         self._sasl_mechanism = ""
         self.username = ""
+        self.user_id: int | None = None
         self._auth_attempts += 1
         delay = self.server.auth_failed(self.transport.peer)
         if delay:
@@ -468,16 +477,23 @@ class ClientSession:
             resource = secrets.token_hex(8)
         jid = JID(self.username, self.server.domain, resource)
         self.account = self.server.sessions.account_for_bind(jid.bare)
-        hooks = self.server.registry.session_bound_hooks
-        if hooks:
-            return self._bind_after_hooks(iq, jid, hooks)
+        registry = self.server.registry
+        if registry.session_bound_hooks or (registry.account_loaders and not self.account.loaded):
+            return self._bind_after_hooks(iq, jid)
         self._finish_bind(iq, jid)
         return None
 
-    async def _bind_after_hooks(self, iq: Element, jid: JID, hooks) -> None:
+    async def _bind_after_hooks(self, iq: Element, jid: JID) -> None:
         # Plugins load what routing needs in memory (roster, block list)
-        # before the first stanza of this session can be routed.
-        await _run_hooks(hooks, self)
+        # before the first stanza of this session can be routed: the account
+        # loaders together in one worker thread, then the async hooks.
+        registry = self.server.registry
+        account = self.account
+        if not account.loaded and registry.account_loaders:
+            account.user_id = self.user_id
+            await sync_to_async(_load_account)(account, registry.account_loaders)
+            account.loaded = True
+        await _run_hooks(registry.session_bound_hooks, self)
         if self._closing:
             self.server.sessions.forget_unused_account(jid.bare)
             return
@@ -650,6 +666,20 @@ class ClientSession:
             except Exception:
                 log.exception("session-closed hook failed")
         self.jid = None
+
+
+def _load_account(account: AccountState, loaders) -> None:
+    if account.user_id is None:
+        account.user_id = (
+            get_user_model()
+            .objects.filter(username=account.jid.local)
+            .values_list("id", flat=True)
+            .first()
+        )
+    if account.user_id is None:
+        return
+    for loader in loaders:
+        loader(account, account.user_id)
 
 
 async def _run_hooks(hooks, session: ClientSession) -> None:

@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 
@@ -115,25 +116,48 @@ def record_logout(session: ClientSession) -> None:
     statuses = session.account.data.get(STATUS_KEY, {}) if session.account else {}
     status = statuses.get(session.jid.resource, "")
     when = datetime.datetime.now(datetime.UTC)
-    session.server.spawn(_store_logout(bare.local, when, status))
+    logout_writer.record(session.server, bare.local, when, status)
 
 
-async def _store_logout(username: str, when: datetime.datetime, status: str) -> None:
-    try:
-        user_id = (
-            await get_user_model()
-            .objects.filter(username=username)
-            .values_list("pk", flat=True)
-            .afirst()
-        )
-        if user_id is None:
-            return  # the account was removed (XEP-0077 cancellation)
-        await LastActivity.objects.aupdate_or_create(
-            user_id=user_id, defaults={"logout": when, "status": status}
-        )
-    except DatabaseError:
-        # e.g. the account was removed between the two queries
-        log.exception("could not record the logout of %s", username)
+class LogoutWriter:
+    """Batches logout records (ARCHITECTURE.md: persisted writes go through a
+    batching writer): whatever piled up while one batch was written goes in
+    the next, as one upsert, and no task lives while there is nothing to do."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[datetime.datetime, str]] = {}
+        self._running = False
+
+    def record(self, server, username: str, when: datetime.datetime, status: str) -> None:
+        self._pending[username] = (when, status)
+        if not self._running:
+            self._running = True
+            server.spawn(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                try:
+                    await sync_to_async(_store_logouts)(batch)
+                except DatabaseError:
+                    log.exception("could not record %d logouts", len(batch))
+        finally:
+            self._running = False
+
+
+def _store_logouts(batch: dict[str, tuple[datetime.datetime, str]]) -> None:
+    users = get_user_model().objects.filter(username__in=list(batch)).values_list("username", "pk")
+    # Accounts removed meanwhile (XEP-0077 cancellation) simply drop out.
+    rows = [
+        LastActivity(user_id=pk, logout=batch[name][0], status=batch[name][1]) for name, pk in users
+    ]
+    LastActivity.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["user"], update_fields=["logout", "status"]
+    )
+
+
+logout_writer = LogoutWriter()
 
 
 plugins.presence_transform(note_unavailable_status)

@@ -19,6 +19,7 @@ from .protocol.jid import JID
 if TYPE_CHECKING:
     from .c2s import ClientSession
     from .router import Router
+    from .sessions import AccountState
 
 # Where an IQ is addressed (RFC 6121 §8.5): to the server's own domain, or to
 # a user's bare JID, which the server answers on the user's behalf; "stream"
@@ -59,6 +60,9 @@ StanzaFilter = Callable[[Element, JID, JID, "Router"], bool]
 # Gets a chat/normal message for an account with no available resource
 # (RFC 6121 §8.5.2.2.1); it stores it or bounces it itself.
 OfflineHandler = Callable[[Element, JID, "Router"], Any]
+# Fills an account's in-memory state from the database, synchronously: all
+# loaders run together in one worker thread at the account's first bind.
+AccountLoader = Callable[["AccountState", int], None]
 # Changes a session's broadcast presence before it goes out (XEP-0153 hash).
 PresenceTransform = Callable[["ClientSession", Element], None]
 # Answers disco#info or disco#items about one node of an account with the
@@ -103,6 +107,7 @@ class PluginRegistry:
     stream_features: list[StreamFeature] = field(default_factory=list)
     pre_auth_stream_features: list[StreamFeature] = field(default_factory=list)
     session_bound_hooks: list[SessionHook] = field(default_factory=list)
+    account_loaders: list[AccountLoader] = field(default_factory=list)
     initial_presence_hooks: list[SessionHook] = field(default_factory=list)
     session_closed_hooks: list[SessionHook] = field(default_factory=list)
     stanza_filters: list[StanzaFilter] = field(default_factory=list)
@@ -163,6 +168,12 @@ class PluginRegistry:
         (load the account's roster, block list...)."""
         self.session_bound_hooks.append(hook)
         return hook
+
+    def account_loader(self, loader: AccountLoader) -> AccountLoader:
+        """Load per-account state (roster, block list...) with the sync ORM when an
+        account's first resource binds: one thread hand-off for all of them."""
+        self.account_loaders.append(loader)
+        return loader
 
     def on_initial_presence(self, hook: SessionHook) -> SessionHook:
         """Run after a session's first available presence (offline messages...)."""

@@ -33,6 +33,7 @@ from .subscriptions import BOTH, NONE, RECEIVES_PRESENCE, SENDS_PRESENCE, SubSta
 if TYPE_CHECKING:
     from .c2s import ClientSession
     from .router import Router
+    from .sessions import AccountState
 
 log = logging.getLogger(__name__)
 
@@ -147,43 +148,82 @@ class Roster:
 # -- loading and saving ------------------------------------------------------
 
 
-async def load_roster(owner: JID) -> Roster | None:
-    user = await get_user_model().objects.filter(username=owner.local).only("id").afirst()
-    if user is None:
-        return None
+ROW_FIELDS = (
+    "jid",
+    "name",
+    "groups",
+    "subscription",
+    "pending_out",
+    "pending_in",
+    "pending_in_stanza",
+    "preapproved",
+    "listed",
+    "removed",
+    "version",
+)
+
+
+def load_roster(owner: JID, user_id: int) -> Roster:
+    """The roster of an account, with its shared groups (sync ORM: run it in a
+    worker thread, as an account loader does)."""
     contacts: dict[JID, Contact] = {}
     version = 0
-    async for row in RosterItem.objects.filter(user_id=user.id):
+    for row in RosterItem.objects.filter(user_id=user_id).values_list(*ROW_FIELDS):
+        (
+            jid,
+            name,
+            groups,
+            sub,
+            pending_out,
+            pending_in,
+            stanza,
+            approved,
+            listed,
+            removed,
+            ver,
+        ) = row
         try:
-            contact = Contact.from_row(row)
+            contact_jid = JID.parse(jid)
         except InvalidJID:
             continue
-        contacts[contact.jid] = contact
-        version = max(version, row.version)
-    roster = Roster(owner, user.id, contacts, version)
-    await _merge_shared_groups(roster, user.id)
+        contacts[contact_jid] = Contact(
+            contact_jid,
+            name,
+            list(groups),
+            SubState(sub, pending_out, pending_in),
+            stanza,
+            approved,
+            listed,
+            removed,
+            ver,
+        )
+        version = max(version, ver)
+    roster = Roster(owner, user_id, contacts, version)
+    _merge_shared_groups(roster, user_id)
     return roster
 
 
-async def _merge_shared_groups(roster: Roster, user_id: int) -> None:
+def _merge_shared_groups(roster: Roster, user_id: int) -> None:
     names: list[str] = []
     domain = roster.owner.domain
-    async for group in SharedGroup.objects.filter(members__id=user_id).prefetch_related("members"):
-        names.append(f"{group.pk}:{group.name}")
-        for member in group.members.all():
-            if member.id == user_id:
-                continue
-            jid = JID(member.username, domain, "")
-            contact = roster.contacts.get(jid)
-            if contact is None or contact.removed:
-                contact = roster.contacts[jid] = Contact(jid, name=member.username)
-            contact.shared = True
-            contact.listed = True
-            contact.state = BOTH
-            if group.name not in contact.groups:
-                contact.groups.append(group.name)
+    memberships = SharedGroup.members.through.objects.filter(
+        sharedgroup__members__id=user_id
+    ).values_list("sharedgroup_id", "sharedgroup__name", "user_id", "user__username")
+    for group_id, group_name, member_id, username in memberships:
+        names.append(f"{group_id}:{group_name}")
+        if member_id == user_id:
+            continue
+        jid = JID(username, domain, "")
+        contact = roster.contacts.get(jid)
+        if contact is None or contact.removed:
+            contact = roster.contacts[jid] = Contact(jid, name=username)
+        contact.shared = True
+        contact.listed = True
+        contact.state = BOTH
+        if group_name not in contact.groups:
+            contact.groups.append(group_name)
     if names:
-        digest = hashlib.sha1("|".join(sorted(names)).encode()).hexdigest()[:8]
+        digest = hashlib.sha1("|".join(sorted(set(names))).encode()).hexdigest()[:8]
         roster.shared_tag = f"-{digest}"
 
 
@@ -265,11 +305,9 @@ async def subscription_of(owner: JID, contact: JID, router: Router | None = None
 # -- plugin registrations ----------------------------------------------------
 
 
-@plugins.on_session_bound
-async def load_on_bind(session: ClientSession) -> None:
-    account = session.account
-    if account.roster is None:
-        account.roster = await load_roster(account.jid)
+@plugins.account_loader
+def load_on_bind(account: AccountState, user_id: int) -> None:
+    account.roster = load_roster(account.jid, user_id)
 
 
 @plugins.stream_feature

@@ -20,10 +20,12 @@ class AccountState:
     session, shared by all its resources: loaded once at the first bind,
     dropped after the last session ends, so routing needs no database."""
 
-    __slots__ = ("jid", "roster", "blocked", "data")
+    __slots__ = ("jid", "user_id", "loaded", "roster", "blocked", "data")
 
     def __init__(self, jid: JID) -> None:
         self.jid = jid
+        self.user_id: int | None = None
+        self.loaded = False  # the account loaders have run
         self.roster = None  # xmpp.roster.Roster, loaded at bind
         self.blocked: set[JID] = set()  # XEP-0191 block list
         self.data: dict = {}  # for plugins

@@ -37,6 +37,7 @@ from .protocol.xml import serialize
 
 if TYPE_CHECKING:
     from .c2s import ClientSession
+    from .sessions import AccountState
 
 NS_VCARD = "vcard-temp"
 NS_VCARD_UPDATE = "vcard-temp:x:update"
@@ -105,16 +106,11 @@ def photo_hash(vcard_el: Element) -> str:
     return hashlib.sha1(image, usedforsecurity=False).hexdigest() if image else ""
 
 
-@plugins.on_session_bound
-async def load_photo_hash(session: ClientSession) -> None:
+@plugins.account_loader
+def load_photo_hash(account: AccountState, user_id: int) -> None:
     """Cache the account's photo hash for its presence, once for all its resources."""
-    data = session.account.data
-    if PHOTO_HASH_KEY in data:
-        return
-    data[PHOTO_HASH_KEY] = (
-        await VCard.objects.filter(user__username=session.username)
-        .values_list("photo_hash", flat=True)
-        .afirst()
+    account.data[PHOTO_HASH_KEY] = (
+        VCard.objects.filter(user_id=user_id).values_list("photo_hash", flat=True).first()
     )
 
 
