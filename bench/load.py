@@ -1,9 +1,9 @@
 """Load benchmarks for the XMPP server: logins/s, memory per idle session, messages/s.
 
-    python bench/load.py [--scenario logins|idle|messages|all]
+    python bench/load.py [--scenario logins|idle|messages|presence|all]
         [--sessions 1000,5000,10000] [--duration 10] [--profile DIR]
         [--logins 2000] [--concurrency 50] [--pairs 50] [--window 10]
-        [--coalesce] [--keep]
+        [--presence-users 1000] [--presence-contacts 50] [--coalesce] [--keep]
 
 Method
 ------
@@ -55,6 +55,24 @@ Prosody 0.12 measured on the same machine in brackets):
    Targets: >= 17,000 msg/s, p99 < 150 ms, 0 lost  [Prosody: 16,700 msg/s,
    p99 151 ms].
 
+4. presence: N users (--presence-users, default 1000), each with 50
+   contacts (--presence-contacts) on a ring, subscription 'both' both ways,
+   written into the database before the server starts (bench/rosters.py,
+   bulk_create of RosterItem rows). After a warm-up pass (bind, then close:
+   never available, so nobody hears of it), all N log in at once, 50 in
+   flight, and stay: login + roster get + initial presence, done when the
+   server's echo of that presence arrives. Printed: logins/s; the time for
+   all N (target <= 10 s for 1,000); presence stanzas received by all
+   clients during the storm per second (every pair of contacts exchanges
+   exactly two, a broadcast one way and a probe answer the other, plus each
+   user's echo: N x 51 in all, checked after the storm); server RSS per
+   session, (RSS after the storm - RSS after the warm-up) / N; and the login
+   cost ratio against a baseline run on a fresh server with N accounts with
+   empty rosters and the logins scenario's flow: server CPU per login
+   (utime + stime from /proc/PID/stat over the measured pass, all threads)
+   with the roster / without. Target < 2x. The logins/s ratio is printed
+   beside it, but it moves with whatever else the machine runs.
+
 --profile DIR runs `py-spy record --nonblocking --format raw` on the
 server during each measured phase and prints the top functions (see
 bench/pyspy_top.py).
@@ -100,6 +118,8 @@ TARGET_LOGINS = 300.0
 TARGET_KIB_PER_SESSION = 48.0
 TARGET_MSGS = 17000.0
 TARGET_P99_MS = 150.0
+TARGET_STORM_SECONDS = 10.0  # presence: every user logged in, rosters and presence
+TARGET_ROSTER_COST_RATIO = 2.0  # presence: CPU of a login with a roster / without
 
 LOGIN_TIMEOUT = 60.0  # one whole login
 STEP_TIMEOUT = 30.0  # one server answer
@@ -155,12 +175,30 @@ class Server:
         if result.returncode != 0:
             raise BenchError(f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
 
-    def start(self) -> None:
+    def run_script(self, script: str, *args: str, timeout: float = 600) -> str:
+        """Run a Python script of bench/ with the server's environment (its database)."""
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / script), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"{script} {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+        return result.stdout.strip()
+
+    def start(self, before_launch=None) -> None:
+        """migrate, register the accounts, call `before_launch(self)` (e.g. to
+        write rosters into the database), then start runxmpp."""
         t0 = time.monotonic()
         self.manage("migrate", "--noinput", "-v0")
         accounts_file = self.data_dir / "accounts.txt"
         accounts_file.write_text("".join(f"{user} {PASSWORD}\n" for user in self.accounts))
         self.manage("register", "--from-file", str(accounts_file))
+        if before_launch is not None:
+            before_launch(self)
         t1 = time.monotonic()
         log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._log_file = log_file
@@ -213,6 +251,9 @@ class Server:
     def rss_kib(self) -> int:
         return read_rss_kib(self.pid)
 
+    def cpu_seconds(self) -> float:
+        return read_cpu_seconds(self.pid)
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-4000:]
@@ -241,6 +282,14 @@ def read_rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise BenchError(f"no VmRSS for {pid}")
+
+
+def read_cpu_seconds(pid: int) -> float:
+    """utime + stime of the process, all its threads (/proc/PID/stat fields 14, 15)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- a raw XMPP client connection ---------------------------------------------
@@ -550,8 +599,11 @@ async def run_logins(
     scram: ScramKeys,
     keep: list[Conn] | None = None,
     resource: str = "bench",
+    flow=None,
 ) -> tuple[float, int, list[float]]:
-    """Log every user in, `concurrency` at a time. Returns (seconds, errors, latencies)."""
+    """Log every user in, `concurrency` at a time, with `flow` (default: login()).
+    Returns (seconds, errors, latencies)."""
+    flow = flow or login
     queue = iter(users)
     errors: list[str] = []
     latencies: list[float] = []
@@ -561,7 +613,7 @@ async def run_logins(
             t0 = time.perf_counter()
             try:
                 conn = await asyncio.wait_for(
-                    login(port, user, resource, context, scram), LOGIN_TIMEOUT
+                    flow(port, user, resource, context, scram), LOGIN_TIMEOUT
                 )
             except (TimeoutError, BenchError, OSError) as exc:
                 errors.append(f"{user}: {exc!r}")
@@ -580,6 +632,71 @@ async def run_logins(
     if len(errors) > 5:
         print(f"    ... and {len(errors) - 5} more login errors")
     return elapsed, len(errors), latencies
+
+
+ROSTER_GET = b"<iq type='get' id='roster1'><query xmlns='jabber:iq:roster'/></iq>"
+INITIAL_PRESENCE = b"<presence/>"
+PRESENCE_OPEN = b"<presence"
+
+
+class PresenceCounter:
+    """Counts the <presence elements all clients receive, in sink mode."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.problems: list[bytes] = []
+
+    def count(self, data: bytes) -> None:
+        self.total += data.count(PRESENCE_OPEN)
+
+    def sink(self):
+        # A "<presence" split across two reads is found in tail + data; the
+        # tail is shorter than the marker, so nothing is counted twice.
+        tail = b""
+        keep = len(PRESENCE_OPEN) - 1
+
+        def on_data(data: bytes) -> None:
+            nonlocal tail
+            joined = tail + data
+            self.total += joined.count(PRESENCE_OPEN)
+            tail = joined[-keep:]
+            if b"stream:error" in joined or b'type="error"' in joined:
+                self.problems.append(joined[:300])
+
+        return on_data
+
+
+def roster_and_presence_flow(contacts: int, counter: PresenceCounter):
+    """A login as a real client makes it (RFC 6121 §2.2, §4.2): login(), then
+    the roster get, then the initial presence; done when the server's echo of
+    that presence to this resource (§4.2.2) arrives, which the server writes
+    in the same step as the broadcast to the contacts and the answers to the
+    probes. From then on the stream is a sink that counts presence stanzas."""
+
+    async def flow(port, user, resource, context, scram) -> Conn:
+        conn = await login(port, user, resource, context, scram)
+        try:
+            conn.send(ROSTER_GET)
+            result = await conn.expect(b"</iq>")
+            if b'type="result"' not in result or b"jabber:iq:roster" not in result:
+                raise BenchError(f"{user}: roster get failed: {result[:300]!r}")
+            items = result.count(b"<item ")
+            if items != contacts:
+                raise BenchError(f"{user}: roster has {items} items, expected {contacts}")
+            conn.send(INITIAL_PRESENCE)
+            echo = f'from="{user}@{DOMAIN}/{resource}"'.encode()
+            before = await conn.expect(echo)
+            counter.count(before)
+            rest = bytes(conn.buf)
+            conn.buf.clear()
+            conn.on_data = counter.sink()
+            conn.on_data(rest)
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    return flow
 
 
 # -- reporting ----------------------------------------------------------------
@@ -678,9 +795,11 @@ async def scenario_logins(args) -> None:
             f"{len(users) / elapsed:.0f} logins/s, {errors} errors"
         )
         with Profiler(args.profile, server, "logins"):
+            cpu0 = server.cpu_seconds()
             elapsed, errors, latencies = await run_logins(
                 server.port, users, args.concurrency, context, scram
             )
+            cpu = server.cpu_seconds() - cpu0
         done = len(users) - errors
         rate = done / elapsed
         latencies.sort()
@@ -692,6 +811,13 @@ async def scenario_logins(args) -> None:
             f"[Prosody 0.12: 272] {done} logins in {elapsed:.2f} s, {errors} errors, "
             f"login time p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
             f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms",
+        )
+        report(
+            "server CPU ms/login",
+            f"{cpu / max(1, done) * 1000:.2f}",
+            "info",
+            None,
+            f"utime+stime {cpu:.2f} s over the pass",
         )
         if not server.alive():
             raise BenchError(f"server died:\n{server.log()}")
@@ -899,6 +1025,147 @@ async def scenario_messages(args) -> None:
         server.stop(args.keep)
 
 
+async def scenario_presence(args) -> None:
+    users_count, contacts, concurrency = (
+        args.presence_users,
+        args.presence_contacts,
+        args.concurrency,
+    )
+    print(
+        f"\n== presence: {users_count} users with {contacts} 'both' contacts each, "
+        f"all logging in at once ({concurrency} in flight): STARTTLS + SCRAM-SHA-256 + bind "
+        "+ roster get + initial presence"
+    )
+    if contacts % 2 or users_count <= contacts:
+        raise BenchError("--presence-contacts must be even and below --presence-users")
+    context, scram = client_tls_context(), ScramKeys()
+
+    # Baseline: the logins scenario's flow (bind, then close) on as many
+    # accounts with empty rosters, on a fresh server of its own.
+    plain = [f"plain{i:05d}" for i in range(users_count)]
+    server = Server(plain, "presence-baseline")
+    try:
+        server.start()
+        await run_logins(server.port, plain, concurrency, context, scram)  # warm-up
+        with Profiler(args.profile, server, "presence-baseline"):
+            cpu0 = server.cpu_seconds()
+            elapsed, errors, _ = await run_logins(server.port, plain, concurrency, context, scram)
+            base_cpu = server.cpu_seconds() - cpu0
+        if errors:
+            raise BenchError(f"baseline: {errors} logins failed")
+        base_rate = users_count / elapsed
+        base_cpu_ms = base_cpu / users_count * 1000
+        report(
+            "baseline logins/s, empty rosters, no presence",
+            f"{base_rate:.0f}",
+            "info",
+            None,
+            f"server CPU {base_cpu_ms:.2f} ms/login ({base_cpu:.2f} s for {users_count})",
+        )
+        if not server.alive():
+            raise BenchError(f"server died:\n{server.log()}")
+    finally:
+        server.stop(args.keep)
+
+    users = [f"pres{i:05d}" for i in range(users_count)]
+
+    def write_rosters(srv: Server) -> None:
+        out = srv.run_script(
+            "rosters.py",
+            *("--prefix", "pres", "--users", str(users_count)),
+            *("--contacts", str(contacts), "--domain", DOMAIN),
+        )
+        print(f"  [presence] {out}", flush=True)
+
+    server = Server(users, "presence")
+    conns: list[Conn] = []
+    try:
+        server.start(before_launch=write_rosters)
+        # Warm-up, so that the loader knows each SaltedPassword: bind then
+        # close, never available, so no presence is sent to anybody.
+        _, errors, _ = await run_logins(server.port, users, concurrency, context, scram)
+        if errors:
+            raise BenchError(f"warm-up: {errors} logins failed")
+        await asyncio.sleep(2.0)
+        rss0 = server.rss_kib()
+        counter = PresenceCounter()
+        flow = roster_and_presence_flow(contacts, counter)
+        with Profiler(args.profile, server, "presence"):
+            cpu0 = server.cpu_seconds()
+            elapsed, errors, latencies = await run_logins(
+                server.port, users, concurrency, context, scram, keep=conns, flow=flow
+            )
+            storm_cpu = server.cpu_seconds() - cpu0
+        during = counter.total
+        done = len(users) - errors
+        # Every pair of contacts exchanges two presence stanzas, whatever the
+        # order of their logins (a broadcast one way, a probe answer the
+        # other), and each user gets the echo of its own.
+        expected = len(conns) * (contacts + 1) if errors == 0 else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while expected is not None and counter.total < expected and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(3.0)  # let the server settle (freed handshake buffers, tasks)
+        rss = server.rss_kib()
+        dropped = sum(1 for c in conns if c.lost)
+        rate = done / elapsed
+        latencies.sort()
+        report(
+            "presence logins/s, roster + presence",
+            f"{rate:.0f}",
+            f"info; {users_count} in {TARGET_STORM_SECONDS:.0f} s = "
+            f"{users_count / TARGET_STORM_SECONDS:.0f}/s",
+            None,
+            f"login time p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+            f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms",
+        )
+        report(
+            f"time for all {users_count} to log in, s",
+            f"{elapsed:.2f}",
+            f"target <= {TARGET_STORM_SECONDS:.0f}",
+            elapsed <= TARGET_STORM_SECONDS and errors == 0 and dropped == 0,
+            f"{done} logged in, {errors} errors, {dropped} dropped",
+        )
+        report(
+            "presence stanzas delivered/s during the storm",
+            f"{during / elapsed:.0f}",
+            "info",
+            None,
+            f"{during} in {elapsed:.2f} s; {counter.total} in all after settling"
+            + (f", expected {expected}" if expected is not None else ""),
+        )
+        per = (rss - rss0) / max(1, len(conns))
+        report(
+            "server KiB per session with roster + presence",
+            f"{per:.1f}",
+            f"info; idle session without roster: target <= {TARGET_KIB_PER_SESSION:.0f}",
+            None,
+            f"server RSS {rss0 / 1024:.1f} -> {rss / 1024:.1f} MiB with {len(conns)} sessions",
+        )
+        storm_cpu_ms = storm_cpu / max(1, done) * 1000
+        cpu_ratio = storm_cpu_ms / base_cpu_ms
+        report(
+            "login cost ratio, roster + presence / empty roster (server CPU per login)",
+            f"{cpu_ratio:.2f}x",
+            f"target < {TARGET_ROSTER_COST_RATIO:.0f}x",
+            cpu_ratio < TARGET_ROSTER_COST_RATIO and errors == 0,
+            f"{storm_cpu_ms:.2f} vs {base_cpu_ms:.2f} ms/login; by logins/s "
+            f"{base_rate / rate:.2f}x ({base_rate:.0f} vs {rate:.0f})",
+        )
+        if counter.problems:
+            print(
+                f"  {len(counter.problems)} unexpected server answers, "
+                f"first: {counter.problems[0]!r}"
+            )
+        if not server.alive():
+            raise BenchError(f"server died:\n{server.log()}")
+    finally:
+        for conn in conns:
+            conn.abort()
+        server.stop(args.keep)
+
+
 # -- main -------------------------------------------------------------------------
 
 
@@ -913,7 +1180,9 @@ def raise_nofile(needed: int) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenario", choices=["logins", "idle", "messages", "all"], default="all")
+    parser.add_argument(
+        "--scenario", choices=["logins", "idle", "messages", "presence", "all"], default="all"
+    )
     parser.add_argument(
         "--sessions",
         type=lambda s: [int(x) for x in s.split(",") if x.strip()],
@@ -923,6 +1192,12 @@ def parse_args(argv=None):
     parser.add_argument("--duration", type=float, default=10.0, help="messages: measured seconds")
     parser.add_argument("--logins", type=int, default=2000, help="logins: accounts (one pass each)")
     parser.add_argument("--concurrency", type=int, default=50, help="logins in flight")
+    parser.add_argument(
+        "--presence-users", type=int, default=1000, help="presence: users logging in at once"
+    )
+    parser.add_argument(
+        "--presence-contacts", type=int, default=50, help="presence: 'both' contacts per user"
+    )
     parser.add_argument("--pairs", type=int, default=50)
     parser.add_argument("--window", type=int, default=10, help="messages in flight per sender")
     parser.add_argument(
@@ -940,6 +1215,7 @@ async def main(args) -> int:
         "logins": scenario_logins,
         "idle": scenario_idle,
         "messages": scenario_messages,
+        "presence": scenario_presence,
     }
     chosen = list(scenarios) if args.scenario == "all" else [args.scenario]
     failed = False
@@ -958,5 +1234,5 @@ async def main(args) -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     arguments = parse_args()
-    raise_nofile(max(arguments.sessions) + 1000)
+    raise_nofile(max(*arguments.sessions, arguments.presence_users) + 1000)
     sys.exit(asyncio.run(main(arguments)))
