@@ -148,6 +148,16 @@ async def _change_password(request: IqRequest, username: str | None, password: s
 async def _remove_account(request: IqRequest) -> None:
     """§3.2: delete the account, answer, then end every session of it."""
     bare = request.sender.bare
+    # RFC 6121 §2.5.2 for every contact: they stop seeing a gone account's
+    # presence and lose their subscription to it before the rows go.
+    from .presence import presence_handler
+    from .roster import roster_of
+
+    roster = roster_of(request.router, bare)
+    if roster is not None:
+        for contact in roster.listed():
+            if not contact.shared:
+                presence_handler.cancel_both_ways(request.router, roster, contact)
     try:
         await sync_to_async(delete_account)(bare.local)
     except AccountNotFound:

@@ -22,6 +22,7 @@ from xml.etree.ElementTree import Element, SubElement
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError
 from django.db.models import Max
 
 from .models import RosterItem, SharedGroup
@@ -230,9 +231,13 @@ def _merge_shared_groups(roster: Roster, user_id: int) -> None:
 async def save_contact(user_id: int, contact: Contact) -> None:
     if contact.shared and not contact.removed and contact.state == BOTH and not contact.version:
         return  # only visible through a shared group; nothing of the user's own
-    await RosterItem.objects.aupdate_or_create(
-        user_id=user_id, jid=str(contact.jid), defaults=contact.row_fields()
-    )
+    try:
+        await RosterItem.objects.aupdate_or_create(
+            user_id=user_id, jid=str(contact.jid), defaults=contact.row_fields()
+        )
+    except DatabaseError:
+        # e.g. the account was removed meanwhile (XEP-0077 §3.2)
+        log.warning("could not save the roster item %s of user %s", contact.jid, user_id)
 
 
 async def load_contact(owner: JID, jid: JID) -> tuple[int, Contact, int] | None:
