@@ -79,6 +79,7 @@ class ClientSession:
         "roster_requested",
         "last_presence",
         "directed",
+        "_held",
         "account",
         "_header_sent",
         "_closing",
@@ -109,6 +110,7 @@ class ClientSession:
         self.roster_requested = False  # RFC 6121 §2.1.6: gets roster pushes
         self.last_presence: Element | None = None  # answers probes (§4.3.2)
         self.directed: set[JID] | None = None  # directed presence (§4.6)
+        self._held: list[bytes] | None = None
         self.account: AccountState | None = None
         self._header_sent = False
         self._closing = False
@@ -584,7 +586,10 @@ class ClientSession:
             transform(self, presence)
         result = registry.presence.broadcast(self, presence)
         if initial and registry.initial_presence_hooks:
-            return _chain(result, _run_hooks(registry.initial_presence_hooks, self))
+            # Stanzas routed to this session while the hooks run (offline
+            # messages being loaded) wait behind what the hooks deliver.
+            self._held = []
+            return _chain(result, self._initial_presence_hooks())
         return result if inspect.isawaitable(result) else None
 
     # -- bytes out -----------------------------------------------------------
@@ -593,9 +598,26 @@ class ClientSession:
         """Write a routed stanza; a client that does not read is disconnected."""
         self.send_serialized(serialize(stanza))
 
+    async def _initial_presence_hooks(self) -> None:
+        try:
+            await _run_hooks(self.server.registry.initial_presence_hooks, self)
+        finally:
+            held, self._held = self._held, None
+            for data in held or ():
+                self.send_serialized(data)
+
+    def deliver_before_held(self, stanza: Element) -> None:
+        """deliver() for an initial-presence hook: ahead of stanzas held meanwhile."""
+        held, self._held = self._held, None
+        self.send_serialized(serialize(stanza))
+        self._held = held
+
     def send_serialized(self, data: bytes) -> None:
         """deliver() for a stanza serialised once for many recipients."""
         if self._closing:
+            return
+        if self._held is not None:
+            self._held.append(data)
             return
         if self.transport.buffered > self.server.limits.max_outgoing_buffer:
             log.info("%r is not reading; disconnecting", self)

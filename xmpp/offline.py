@@ -232,7 +232,7 @@ class DeliverJob:
                 for row_id, text in stored.pop(session.jid.local, ()):
                     message = parse_stored(text)
                     if message is not None:
-                        session.deliver(message)
+                        session.deliver_before_held(message)
                     delivered.append(row_id)
             if delivered:
                 await sync_to_async(_delete_rows)(delivered)

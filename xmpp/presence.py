@@ -288,6 +288,8 @@ class RosterPresence(PresenceHandler):
         if kind == "subscribe":
             if old in ALREADY_APPROVED:
                 return AUTO_REPLY  # §3.1.3: the contact already has a subscription
+            if INBOUND[kind][old] == old:
+                return None  # A.3.1: a request already pending is not delivered again
             contact.state = INBOUND[kind][old]
             if contact.preapproved and old in PREAPPROVABLE:
                 contact.preapproved = False
