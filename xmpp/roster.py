@@ -422,6 +422,9 @@ def remove_contact(router: Router, roster: Roster, jid: JID) -> None:
         raise StanzaError("item-not-found")
     if contact.shared:
         raise StanzaError("not-allowed", "this contact comes from a shared group")
+    # Unlisted first, so that the cancellations push nothing: the client sees
+    # one push, the removal (§2.5.2).
+    contact.listed = False
     presence_handler.cancel_both_ways(router, roster, contact)
     contact = roster.contacts[jid]
     contact.removed = True
