@@ -316,13 +316,34 @@ def test_stanza_before_authentication_is_not_authorized(xmpp_server):
     assert "before auth" not in others
 
 
-def test_sasl_before_required_starttls_is_policy_violation(xmpp_server):
+def test_sasl_before_required_starttls_is_encryption_required(xmpp_server):
     """When TLS is required (<starttls><required/></starttls>, RFC 6120 §5.3.1),
-    SASL before STARTTLS ends the stream with <policy-violation/> (§4.9.3.14)
-    and the password sent in the clear is not accepted."""
+    SASL before STARTTLS fails with <encryption-required/> (§6.5.3), the password
+    sent in the clear is not accepted, and the stream can still go on to STARTTLS."""
     auth = f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{plain_token('alice', PASSWORD)}</auth>"
-    data, _ = survives(xmpp_server, attack_opened_stream(xmpp_server, auth, "policy-violation"))
-    assert b"<success" not in data
+
+    def attack(_witness: str) -> bytes:
+        stream = RawStream(xmpp_server)
+        try:
+            stream.open()
+            stream.send(auth)
+            data = stream.read_until(b"</failure>")
+            assert b"<encryption-required/>" in data
+            assert b"<success" not in data
+            stream.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            stream.read_until(b"<proceed")
+            return data
+        finally:
+            stream.close()
+
+    survives(xmpp_server, attack)
+
+
+def test_stanza_before_required_starttls_is_policy_violation(xmpp_server):
+    """Anything but STARTTLS (or a SASL attempt) before the required TLS ends the
+    stream with <policy-violation/> (RFC 6120 §5.3.1, §4.9.3.14)."""
+    message = "<message to='bob@localhost'><body>in the clear</body></message>"
+    survives(xmpp_server, attack_opened_stream(xmpp_server, message, "policy-violation"))
 
 
 def test_wrong_stream_namespace_is_invalid_namespace(xmpp_server):

@@ -289,6 +289,10 @@ class ClientSession:
                     self._sasl_failure("aborted")
                     return None
             if self.server.limits.require_tls and not self.transport.secure:
+                if tag == f"{{{NS_SASL}}}auth":
+                    # RFC 6120 §6.5.3: no SASL mechanism before the required TLS.
+                    self._sasl_failure("encryption-required")
+                    return None
                 raise StreamError("policy-violation", "STARTTLS is required")
             raise StreamError("not-authorized", "authenticate first")
         if tag == IQ_TAG and len(el) == 1 and el.get("type") == "set":
