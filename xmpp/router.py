@@ -114,11 +114,15 @@ class Router:
         kind = _kind(stanza)
         stanza_type = stanza.get("type")
         if kind == "message":
-            # §8.5.3.2.1: chat and normal go to the bare JID; groupchat and
-            # headline are refused or dropped; errors are dropped.
-            if stanza_type in (None, "normal", "chat"):
+            # §8.5.3.2.1: only chat is handled as if sent to the bare JID
+            # (most available resource, else offline storage). Normal,
+            # groupchat and headline are ignored or refused: normal and
+            # groupchat (and, by RFC 6121 §5.2.2, an unknown type, handled
+            # as normal) get <service-unavailable/>, headline is dropped,
+            # and errors are always dropped.
+            if stanza_type == "chat":
                 self._to_bare_jid(stanza, sender, to.bare, origin)
-            elif stanza_type == "groupchat":
+            elif stanza_type not in ("headline", "error"):
                 self.bounce(stanza, StanzaError("service-unavailable"))
         elif kind == "presence":
             if stanza_type in SUBSCRIPTION_TYPES:
