@@ -46,6 +46,12 @@ XMPP_MAX_CONNECTIONS_PER_IP = env_int("XMPP_MAX_CONNECTIONS_PER_IP", 100)
 XMPP_STANZAS_PER_SECOND = env_int("XMPP_STANZAS_PER_SECOND", 500)
 XMPP_AUTH_TIMEOUT = env_int("XMPP_AUTH_TIMEOUT", 30)
 XMPP_MAX_OUTGOING_BUFFER = env_int("XMPP_MAX_OUTGOING_BUFFER", 1024 * 1024)
+# RFC 7395 over ws:// on a development server: count the stream as secure
+# (PLAIN offered), as Prosody's consider_websocket_secure does.
+XMPP_WEBSOCKET_CONSIDER_SECURE = env_bool("XMPP_WEBSOCKET_CONSIDER_SECURE", False)
+XMPP_WEBSOCKET_ORIGINS = [
+    o.strip() for o in os.environ.get("XMPP_WEBSOCKET_ORIGINS", "*").split(",") if o.strip()
+]
 XMPP_LOG_SQL = env_bool("XMPP_LOG_SQL", False)
 XMPP_BLOCKLIST_MAX_ITEMS = env_int("XMPP_BLOCKLIST_MAX_ITEMS", 1000)
 XMPP_ROSTER_MAX_ITEMS = env_int("XMPP_ROSTER_MAX_ITEMS", 1000)

@@ -58,7 +58,6 @@ IQ_TAG = f"{{{NS_CLIENT}}}iq"
 PRESENCE_TAG = f"{{{NS_CLIENT}}}presence"
 BIND_TAG = f"{{{NS_BIND}}}bind"
 SESSION_TAG = f"{{{NS_SESSION}}}session"
-STREAM_CLOSE = b"</stream:stream>"
 MAX_AUTH_ATTEMPTS = 3  # RFC 6120 §6.4.5: "at least 2 and no more than 5"
 
 
@@ -132,7 +131,14 @@ class ClientSession:
 
     def _new_parser(self) -> StreamParser:
         limits = self.server.limits
-        return StreamParser(limits.max_stanza_size, limits.max_depth, limits.max_attributes)
+        return self.transport.framing.parser(
+            limits.max_stanza_size, limits.max_depth, limits.max_attributes
+        )
+
+    def _tls_required(self) -> bool:
+        """TLS is required where it can be negotiated in-band (RFC 6120 §5);
+        a WebSocket has its TLS, or not, from the HTTP side."""
+        return self.server.limits.require_tls and hasattr(self.transport, "start_tls")
 
     # -- bytes in ------------------------------------------------------------
 
@@ -216,7 +222,7 @@ class ClientSession:
         if version.partition(".")[0] != "1":
             raise StreamError("unsupported-version", "this server speaks XMPP 1.0")
         features = b"".join(serialize(child, NS_STREAMS) for child in self._features())
-        self.transport.write(b"<stream:features>" + features + b"</stream:features>")
+        self.transport.write(self.transport.framing.features(features))
 
     def _send_header(self, client_from: str | None) -> None:
         self.stream_id = secrets.token_urlsafe(12)
@@ -227,9 +233,9 @@ class ClientSession:
             except InvalidJID:
                 to = ""
         self.transport.write(
-            f"<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' "
-            f"xmlns:stream='{NS_STREAMS}' id='{self.stream_id}' from='{self.server.domain}'"
-            f"{to} version='1.0' xml:lang='en'>".encode()
+            self.transport.framing.header(
+                f"id='{self.stream_id}' from='{self.server.domain}'{to} version='1.0' xml:lang='en'"
+            )
         )
         self._header_sent = True
 
@@ -241,7 +247,7 @@ class ClientSession:
                 starttls = SubElement(features, f"{{{NS_TLS}}}starttls")
                 if self.server.limits.require_tls:
                     SubElement(starttls, f"{{{NS_TLS}}}required")
-            if self.transport.secure or not self.server.limits.require_tls:
+            if self.transport.secure or not self._tls_required():
                 mechanisms = SubElement(features, f"{{{NS_SASL}}}mechanisms")
                 for name in self._mechanisms():
                     SubElement(mechanisms, f"{{{NS_SASL}}}mechanism").text = name
@@ -276,7 +282,7 @@ class ClientSession:
         if not self.authenticated:
             if tag == f"{{{NS_TLS}}}starttls":
                 return self._starttls()
-            if self.transport.secure or not self.server.limits.require_tls:
+            if self.transport.secure or not self._tls_required():
                 if tag == f"{{{NS_SASL}}}auth":
                     return self._sasl_auth(el)
                 if tag == f"{{{NS_SASL}}}response":
@@ -288,7 +294,7 @@ class ClientSession:
                     self._sasl_mechanism = ""
                     self._sasl_failure("aborted")
                     return None
-            if self.server.limits.require_tls and not self.transport.secure:
+            if self._tls_required() and not self.transport.secure:
                 if tag == f"{{{NS_SASL}}}auth":
                     # RFC 6120 §6.5.3: no SASL mechanism before the required TLS.
                     self._sasl_failure("encryption-required")
@@ -528,12 +534,12 @@ class ClientSession:
             result.set("id", iq.get("id"))
         if payload is not None:
             result.append(payload)
-        self.transport.write(serialize(result))
+        self.transport.write(self.transport.framing.stanza(serialize(result)))
 
     def _send_error(self, stanza: Element, error: StanzaError) -> None:
         reply = error_reply(stanza, error)
         if reply is not None:
-            self.transport.write(serialize(reply))
+            self.transport.write(self.transport.framing.stanza(serialize(reply)))
 
     # -- bound: stanzas to the router (RFC 6120 §8) --------------------------
 
@@ -623,6 +629,7 @@ class ClientSession:
         if self._held is not None:
             self._held.append(data)
             return
+        data = self.transport.framing.stanza(data)
         if self.transport.buffered > self.server.limits.max_outgoing_buffer:
             log.info("%r is not reading; disconnecting", self)
             self._closing = True
@@ -638,7 +645,8 @@ class ClientSession:
         log.debug("stream error to %r: %s", self, error)
         if not self._header_sent:
             self._send_header(None)
-        self.transport.write(error.to_bytes() + STREAM_CLOSE)
+        framing = self.transport.framing
+        self.transport.write(framing.error(error.to_bytes()) + framing.close())
         self._close_now()
 
     def close_stream(self) -> None:
@@ -649,11 +657,11 @@ class ClientSession:
         self._closing = True
         if not self._header_sent:
             self._send_header(None)
-        self.transport.write(STREAM_CLOSE)
+        self.transport.write(self.transport.framing.close())
 
     def _peer_closed(self) -> None:
         if not self._closing:
-            self.transport.write(STREAM_CLOSE)
+            self.transport.write(self.transport.framing.close())
         self._close_now()
 
     def _close_now(self) -> None:

@@ -61,6 +61,10 @@ class Limits:
 
 
 class XmppServer:
+    # The server of this process, for the transports that Channels creates
+    # (WebSocket); set by runxmpp.
+    current: XmppServer | None = None
+
     def __init__(
         self,
         domain: str,

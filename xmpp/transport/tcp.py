@@ -16,6 +16,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from ..c2s import ClientSession
+from ..protocol.framing import StreamFraming
 
 if TYPE_CHECKING:
     from ..server import XmppServer
@@ -28,6 +29,8 @@ _shared_view = memoryview(_shared_buffer)
 
 
 class TcpStream(asyncio.BufferedProtocol):
+    framing = StreamFraming()
+
     __slots__ = (
         "server",
         "session",

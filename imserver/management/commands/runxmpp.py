@@ -74,6 +74,7 @@ class Command(BaseCommand):
         loop = reactor._asyncioEventloop
         asyncio.set_event_loop(loop)
         xmpp_server = XmppServer.from_settings()
+        XmppServer.current = xmpp_server
         loop.run_until_complete(xmpp_server.start(host, c2s_port, c2s_tls_port))
 
         def shutdown():

@@ -1,0 +1,147 @@
+"""XMPP over WebSocket (RFC 7395) as a Channels consumer at /xmpp-websocket.
+
+Frames in, frames out: each message is one element (§3.3), framed by
+xmpp.protocol.framing.WebSocketFraming; the ClientSession behind it is the
+same one a TCP client gets, with the same router and limits. There is no
+STARTTLS on a WebSocket: the stream is secure when the HTTP side is (wss),
+or when the operator says so for a development server on loopback
+(XMPP_WEBSOCKET_CONSIDER_SECURE, as Prosody's consider_websocket_secure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from ..c2s import ClientSession
+from ..protocol.framing import WebSocketFraming
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "xmpp"  # RFC 7395 §3.1
+
+
+class WebSocketStream:
+    """The transport interface a ClientSession writes to, over one WebSocket."""
+
+    framing = WebSocketFraming()
+    channel_bindings: dict[str, bytes] = {}
+
+    __slots__ = ("consumer", "server", "session", "peer", "secure", "_out", "_sending", "_closed")
+
+    def __init__(self, consumer: XmppWebSocketConsumer, server, peer: str, secure: bool) -> None:
+        self.consumer = consumer
+        self.server = server
+        self.session: ClientSession | None = None
+        self.peer = peer
+        self.secure = secure
+        self._out: deque[bytes | None] = deque()
+        self._sending = False
+        self._closed = False
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(frame) for frame in self._out if frame)
+
+    def write(self, data: bytes) -> None:
+        """Queue one frame; frames leave in order, from one task at a time."""
+        if self._closed:
+            return
+        self._out.append(data)
+        self._start_sending()
+
+    def close(self) -> None:
+        """Close the WebSocket once the frames queued before have been sent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._out.append(None)
+        self._start_sending()
+
+    def abort(self) -> None:
+        self._closed = True
+        self._out.clear()
+        self._out.append(None)
+        self._start_sending()
+
+    def pause_reading(self) -> None:
+        """A consumer cannot stop reading; the session queues what arrives."""
+
+    def resume_reading(self) -> None:
+        pass
+
+    def _start_sending(self) -> None:
+        if not self._sending:
+            self._sending = True
+            self.server.spawn(self._send_all())
+
+    async def _send_all(self) -> None:
+        try:
+            while self._out:
+                frame = self._out.popleft()
+                if frame is None:
+                    await self.consumer.close()
+                    self._out.clear()
+                    return
+                await self.consumer.send(text_data=frame.decode("utf-8"))
+        except Exception:
+            log.debug("WebSocket to %s went away while sending", self.peer, exc_info=True)
+        finally:
+            self._sending = False
+
+
+class XmppWebSocketConsumer(AsyncWebsocketConsumer):
+    stream: WebSocketStream | None = None
+
+    async def connect(self) -> None:
+        from ..server import XmppServer
+
+        server = XmppServer.current
+        if server is None or SUBPROTOCOL not in self.scope.get("subprotocols", []):
+            await self.close()  # §3.1: only the 'xmpp' subprotocol is spoken here
+            return
+        if not _origin_allowed(self.scope):
+            await self.close()
+            return
+        client = self.scope.get("client") or ("", 0)
+        peer = client[0] or ""
+        if not server.admit(peer):
+            await self.close()
+            return
+        secure = self.scope.get("scheme") == "wss" or settings.XMPP_WEBSOCKET_CONSIDER_SECURE
+        self.stream = WebSocketStream(self, server, peer, secure)
+        await self.accept(subprotocol=SUBPROTOCOL)
+        session = ClientSession(server, self.stream)
+        self.stream.session = session
+        server.session_opened(session)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        if self.stream is None or self.stream.session is None:
+            return
+        data = text_data.encode("utf-8") if text_data is not None else (bytes_data or b"")
+        self.stream.session.data_received(data)
+
+    async def disconnect(self, code: int) -> None:
+        stream = self.stream
+        if stream is None or stream.session is None:
+            return
+        session, stream.session = stream.session, None
+        stream._closed = True
+        stream.server.release(stream.peer)
+        stream.server.session_closed(session)
+        session.connection_lost()
+        await asyncio.sleep(0)
+
+
+def _origin_allowed(scope) -> bool:
+    """XMPP_WEBSOCKET_ORIGINS: '*' (the default, for development) or a list."""
+    allowed = settings.XMPP_WEBSOCKET_ORIGINS
+    if "*" in allowed:
+        return True
+    headers = dict(scope.get("headers") or [])
+    origin = headers.get(b"origin", b"").decode("latin-1")
+    return not origin or origin in allowed
