@@ -1,6 +1,6 @@
 """Load benchmarks for the XMPP server: logins/s, memory per idle session, messages/s.
 
-    python bench/load.py [--scenario logins|idle|messages|presence|all]
+    python bench/load.py [--scenario logins|idle|messages|presence|websocket|all]
         [--sessions 1000,5000,10000] [--duration 10] [--profile DIR]
         [--logins 2000] [--concurrency 50] [--pairs 50] [--window 10]
         [--presence-users 1000] [--presence-contacts 50] [--coalesce] [--keep]
@@ -73,6 +73,17 @@ Prosody 0.12 measured on the same machine in brackets):
    with the roster / without. Target < 2x. The logins/s ratio is printed
    beside it, but it moves with whatever else the machine runs.
 
+5. websocket: XMPP over WebSocket (RFC 7395) on the HTTP port, with the
+   `websockets` asyncio client (no compression, one element per text frame),
+   beside the same flows over TCP on the same fresh server, in the same run:
+   logins (--logins accounts, a warm-up pass over TCP, then one measured
+   pass over TCP and one over ws://; a ws:// login is the WebSocket
+   handshake, <open/>, SCRAM-SHA-256, <open/> again, bind, and the stream is
+   closed with <close/>), then messages (--pairs pairs, --window in flight,
+   the messages scenario's flow, never coalesced: a WebSocket message is one
+   element). ws:// has no TLS where the TCP login has STARTTLS. Target: the
+   WebSocket figures within 30% of the TCP ones (ratio >= 0.7x).
+
 --profile DIR runs `py-spy record --nonblocking --format raw` on the
 server during each measured phase and prints the top functions (see
 bench/pyspy_top.py).
@@ -83,6 +94,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -216,6 +228,8 @@ class Server:
                 str(self.tls_port),
                 "--http-port",
                 str(self.http_port),
+                "--https-port",
+                "0",
             ],
             cwd=ROOT,
             env=self.env,
@@ -544,47 +558,168 @@ async def login(
         await conn.expect(b"<proceed")
         conn.buf.clear()
         await conn.start_tls(context)
+        await authenticate_and_bind(conn, user, resource, scram, STREAM_HEADER)
+    except BaseException:
+        conn.abort()
+        raise
+    return conn
 
-        conn.send(STREAM_HEADER)
-        features = await conn.expect(b"</stream:features>")
-        if b">SCRAM-SHA-256<" not in features:
-            raise BenchError(f"{user}: SCRAM-SHA-256 not offered")
-        client_nonce = secrets.token_urlsafe(18)
-        first_bare = f"n={user},r={client_nonce}".encode()
-        conn.send(
-            f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>".encode()
-            + base64.b64encode(b"n,," + first_bare)
-            + b"</auth>"
-        )
-        server_first = _sasl_payload(await conn.expect(b"</challenge>"), b"challenge")
-        attrs = dict(item.split(b"=", 1) for item in server_first.split(b","))
-        nonce, salt, iterations = attrs[b"r"], base64.b64decode(attrs[b"s"]), int(attrs[b"i"])
-        if not nonce.startswith(client_nonce.encode()):
-            raise BenchError(f"{user}: server nonce does not extend ours")
-        client_key, stored_key, server_key = await scram.keys(user, salt, iterations)
-        without_proof = b"c=biws,r=" + nonce  # biws = base64("n,,")
-        auth_message = first_bare + b"," + server_first + b"," + without_proof
-        signature = hmac.digest(stored_key, auth_message, "sha256")
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        conn.send(
-            f"<response xmlns='{NS_SASL}'>".encode()
-            + base64.b64encode(without_proof + b",p=" + base64.b64encode(proof))
-            + b"</response>"
-        )
-        server_final = _sasl_payload(await conn.expect(b"</success>"), b"success")
-        expected = b"v=" + base64.b64encode(hmac.digest(server_key, auth_message, "sha256"))
-        if not hmac.compare_digest(server_final, expected):
-            raise BenchError(f"{user}: bad server signature")
 
-        conn.send(STREAM_HEADER)
-        await conn.expect(b"</stream:features>")
-        conn.send(
-            b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-            b"<resource>" + resource.encode() + b"</resource></bind></iq>"
+async def authenticate_and_bind(
+    conn, user: str, resource: str, scram: ScramKeys, open_stream: bytes
+) -> None:
+    """From the stream header (or <open/>) on: SCRAM-SHA-256, restart, bind."""
+    conn.send(open_stream)
+    features = await conn.expect(b"</stream:features>")
+    if b">SCRAM-SHA-256<" not in features:
+        raise BenchError(f"{user}: SCRAM-SHA-256 not offered")
+    client_nonce = secrets.token_urlsafe(18)
+    first_bare = f"n={user},r={client_nonce}".encode()
+    conn.send(
+        f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>".encode()
+        + base64.b64encode(b"n,," + first_bare)
+        + b"</auth>"
+    )
+    server_first = _sasl_payload(await conn.expect(b"</challenge>"), b"challenge")
+    attrs = dict(item.split(b"=", 1) for item in server_first.split(b","))
+    nonce, salt, iterations = attrs[b"r"], base64.b64decode(attrs[b"s"]), int(attrs[b"i"])
+    if not nonce.startswith(client_nonce.encode()):
+        raise BenchError(f"{user}: server nonce does not extend ours")
+    client_key, stored_key, server_key = await scram.keys(user, salt, iterations)
+    without_proof = b"c=biws,r=" + nonce  # biws = base64("n,,")
+    auth_message = first_bare + b"," + server_first + b"," + without_proof
+    signature = hmac.digest(stored_key, auth_message, "sha256")
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    conn.send(
+        f"<response xmlns='{NS_SASL}'>".encode()
+        + base64.b64encode(without_proof + b",p=" + base64.b64encode(proof))
+        + b"</response>"
+    )
+    server_final = _sasl_payload(await conn.expect(b"</success>"), b"success")
+    expected = b"v=" + base64.b64encode(hmac.digest(server_key, auth_message, "sha256"))
+    if not hmac.compare_digest(server_final, expected):
+        raise BenchError(f"{user}: bad server signature")
+
+    conn.send(open_stream)
+    await conn.expect(b"</stream:features>")
+    conn.send(
+        b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        b"<resource>" + resource.encode() + b"</resource></bind></iq>"
+    )
+    result = await conn.expect(b"</iq>")
+    if b"<jid>" not in result:
+        raise BenchError(f"{user}: bind failed: {result[:300]!r}")
+
+
+# -- XMPP over WebSocket (RFC 7395), the `websockets` asyncio client ----------
+
+NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+WS_OPEN = f"<open xmlns='{NS_FRAMING}' to='{DOMAIN}' version='1.0'/>".encode()
+WS_CLOSE = f"<close xmlns='{NS_FRAMING}'/>".encode()
+
+
+class WsConn:
+    """One RFC 7395 stream with Conn's interface (send, expect, on_data, lost,
+    close, abort): a reader task feeds frames to Conn's marker logic or to the
+    sink; a writer task sends queued frames in order, one element each (§3.3)."""
+
+    expect = Conn.expect
+    _app_data = Conn._app_data
+
+    def __init__(self, ws, user: str) -> None:
+        self.ws = ws
+        self.user = user
+        self.buf = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.marker = b""
+        self.on_data = None
+        self.lost = False
+        self.out: collections.deque[bytes] = collections.deque()
+        self.sending = False
+        loop = asyncio.get_running_loop()
+        self.reader = loop.create_task(self._read_all())
+        self.writer: asyncio.Task | None = None
+
+    async def _read_all(self) -> None:
+        try:
+            while True:
+                self._app_data(await self.ws.recv(decode=False))
+        except Exception as exc:  # ConnectionClosed, or the transport gone
+            self.lost = True
+            waiter = self.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(BenchError(f"{self.user}: WebSocket closed ({exc!r})"))
+
+    def send(self, data: bytes) -> None:
+        if self.lost:
+            return
+        self.out.append(data)
+        if not self.sending:
+            self.sending = True
+            self.writer = asyncio.get_running_loop().create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        try:
+            while self.out:
+                await self.ws.send(self.out.popleft(), text=True)
+        except Exception:
+            self.lost = True
+        finally:
+            self.sending = False
+
+    def close(self) -> None:
+        """<close/> (§3.6), then the closing handshake, without waiting."""
+        self.send(WS_CLOSE)
+        task = asyncio.get_running_loop().create_task(self._close())
+        CLOSING.add(task)
+        task.add_done_callback(CLOSING.discard)
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.writer is not None:
+                await self.writer
+            await self.ws.close()
+        self.reader.cancel()
+
+    def abort(self) -> None:
+        self.lost = True
+        self.reader.cancel()
+        if self.writer is not None:
+            self.writer.cancel()
+        transport = getattr(self.ws, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+
+CLOSING: set[asyncio.Task] = set()
+
+
+async def ws_login(
+    port: int, user: str, resource: str, context: ssl.SSLContext, scram: ScramKeys
+) -> WsConn:
+    """A WebSocket login on the HTTP port: handshake, <open/>, SCRAM-SHA-256, bind."""
+    global _source_counter
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import WebSocketException
+
+    source = SOURCE_ADDRESSES[_source_counter % len(SOURCE_ADDRESSES)]
+    _source_counter += 1
+    try:
+        ws = await connect(
+            f"ws://127.0.0.1:{port}/xmpp-websocket",
+            subprotocols=["xmpp"],
+            compression=None,
+            ping_interval=None,
+            open_timeout=STEP_TIMEOUT,
+            close_timeout=5,
+            max_size=None,
+            local_addr=(source, 0),
         )
-        result = await conn.expect(b"</iq>")
-        if b"<jid>" not in result:
-            raise BenchError(f"{user}: bind failed: {result[:300]!r}")
+    except WebSocketException as exc:
+        raise BenchError(f"{user}: WebSocket handshake failed: {exc!r}") from exc
+    conn = WsConn(ws, user)
+    try:
+        await authenticate_and_bind(conn, user, resource, scram, WS_OPEN)
     except BaseException:
         conn.abort()
         raise
@@ -897,132 +1032,150 @@ async def scenario_messages(args) -> None:
         if errors:
             raise BenchError(f"{errors} logins failed")
         by_user = {c.user: c for c in conns}
-
-        loop = asyncio.get_running_loop()
-        state = {"sending": True, "measuring": False}
-        sent = 0
-        received = 0
-        measured = 0
-        latencies: list[int] = []
-        problems: list[bytes] = []
-        seq = 0
-
-        def make_messages(to: bytes, count: int) -> bytes:
-            nonlocal seq, sent
-            now = str(time.monotonic_ns()).encode()
-            parts = []
-            for _ in range(count):
-                seq += 1
-                parts.append(
-                    b"<message type='chat' to='"
-                    + to
-                    + b"' id='m"
-                    + str(seq).encode()
-                    + b"'><body>"
-                    + now
-                    + b"</body></message>"
-                )
-            sent += count
-            return b"".join(parts)
-
-        def receiver_sink(sender: Conn, to: bytes):
-            partial = bytearray()
-
-            def on_data(data: bytes) -> None:
-                nonlocal received, measured
-                partial.extend(data)
-                end = partial.rfind(b"</message>")
-                if end < 0:
-                    if b"error" in partial:
-                        problems.append(bytes(partial[:300]))
-                    return
-                end += len(b"</message>")
-                complete = bytes(partial[:end])
-                del partial[:end]
-                stamps = MESSAGE_RE.findall(complete)
-                count = len(stamps)
-                if count == 0:
-                    problems.append(complete[:300])
-                    return
-                if b"error" in complete or b"stream:" in complete:
-                    problems.append(complete[:300])
-                received += count
-                if state["measuring"]:
-                    now = time.monotonic_ns()
-                    measured += count
-                    latencies.extend(now - int(s) for s in stamps)
-                if state["sending"] and not sender.lost:
-                    if coalesce:
-                        sender.send(make_messages(to, count))
-                    else:
-                        # One new message per arrival, each its own TLS record
-                        # and write, as a client answering one by one would.
-                        for _ in range(count):
-                            sender.send(make_messages(to, 1))
-
-            return on_data
-
-        def sender_sink(data: bytes) -> None:
-            problems.append(data[:300])  # a sender expects nothing (errors would land here)
-
-        for i in range(pairs):
-            sender, receiver = by_user[senders[i]], by_user[receivers[i]]
-            to = f"{receivers[i]}@{DOMAIN}/bench".encode()
-            receiver.on_data = receiver_sink(sender, to)
-            sender.on_data = sender_sink
-
-        for i in range(pairs):
-            to = f"{receivers[i]}@{DOMAIN}/bench".encode()
-            for _ in range(window):
-                by_user[senders[i]].send(make_messages(to, 1))
-        await asyncio.sleep(1.0)  # warm-up
-        with Profiler(args.profile, server, "messages"):
-            t0 = time.perf_counter()
-            state["measuring"] = True
-            await asyncio.sleep(duration)
-            state["measuring"] = False
-            elapsed = time.perf_counter() - t0
-        state["sending"] = False
-        deadline = loop.time() + 10.0
-        while received < sent and loop.time() < deadline and server.alive():
-            await asyncio.sleep(0.05)
-        lost = sent - received
-        dropped = sum(1 for c in conns if c.lost)
-
-        rate = measured / elapsed
-        latencies.sort()
-        p50 = percentile(latencies, 0.50) / 1e6
-        p99 = percentile(latencies, 0.99) / 1e6
-        report(
-            "messages delivered/s",
-            f"{rate:.0f}",
-            f"target >= {TARGET_MSGS:.0f}",
-            rate >= TARGET_MSGS,
-            f"[Prosody 0.12: 16700] {measured} in {elapsed:.2f} s",
-        )
-        report("message latency p50 ms", f"{p50:.1f}", "info", None)
-        report(
-            "message latency p99 ms",
-            f"{p99:.1f}",
-            f"target < {TARGET_P99_MS:.0f}",
-            p99 < TARGET_P99_MS,
-            "[Prosody 0.12: 151]",
-        )
-        report(
-            "messages lost",
-            f"{lost}",
-            "target 0",
-            lost == 0 and dropped == 0,
-            f"{sent} sent, {received} received, {dropped} connections dropped",
-        )
-        if problems:
-            print(f"  {len(problems)} unexpected server answers, first: {problems[0]!r}")
+        await measure_messages(server, by_user, senders, receivers, args)
         if not server.alive():
             raise BenchError(f"server died:\n{server.log()}")
     finally:
         for conn in conns:
             conn.abort()
         server.stop(args.keep)
+
+
+async def measure_messages(
+    server: Server,
+    by_user: dict,
+    senders: list[str],
+    receivers: list[str],
+    args,
+    prefix: str = "",
+    coalesce: bool | None = None,
+    targets: bool = True,
+) -> float:
+    """The one-to-one message flow of the messages scenario over bound streams
+    (Conn or WsConn by user); reports and returns the delivered messages/s."""
+    pairs, window, duration = len(senders), args.window, args.duration
+    coalesce = args.coalesce if coalesce is None else coalesce
+
+    loop = asyncio.get_running_loop()
+    state = {"sending": True, "measuring": False}
+    sent = 0
+    received = 0
+    measured = 0
+    latencies: list[int] = []
+    problems: list[bytes] = []
+    seq = 0
+
+    def make_messages(to: bytes, count: int) -> bytes:
+        nonlocal seq, sent
+        now = str(time.monotonic_ns()).encode()
+        parts = []
+        for _ in range(count):
+            seq += 1
+            parts.append(
+                b"<message type='chat' to='"
+                + to
+                + b"' id='m"
+                + str(seq).encode()
+                + b"'><body>"
+                + now
+                + b"</body></message>"
+            )
+        sent += count
+        return b"".join(parts)
+
+    def receiver_sink(sender: Conn, to: bytes):
+        partial = bytearray()
+
+        def on_data(data: bytes) -> None:
+            nonlocal received, measured
+            partial.extend(data)
+            end = partial.rfind(b"</message>")
+            if end < 0:
+                if b"error" in partial:
+                    problems.append(bytes(partial[:300]))
+                return
+            end += len(b"</message>")
+            complete = bytes(partial[:end])
+            del partial[:end]
+            stamps = MESSAGE_RE.findall(complete)
+            count = len(stamps)
+            if count == 0:
+                problems.append(complete[:300])
+                return
+            if b"error" in complete or b"stream:" in complete:
+                problems.append(complete[:300])
+            received += count
+            if state["measuring"]:
+                now = time.monotonic_ns()
+                measured += count
+                latencies.extend(now - int(s) for s in stamps)
+            if state["sending"] and not sender.lost:
+                if coalesce:
+                    sender.send(make_messages(to, count))
+                else:
+                    # One new message per arrival, each its own TLS record
+                    # and write, as a client answering one by one would.
+                    for _ in range(count):
+                        sender.send(make_messages(to, 1))
+
+        return on_data
+
+    def sender_sink(data: bytes) -> None:
+        problems.append(data[:300])  # a sender expects nothing (errors would land here)
+
+    for i in range(pairs):
+        sender, receiver = by_user[senders[i]], by_user[receivers[i]]
+        to = f"{receivers[i]}@{DOMAIN}/bench".encode()
+        receiver.on_data = receiver_sink(sender, to)
+        sender.on_data = sender_sink
+
+    for i in range(pairs):
+        to = f"{receivers[i]}@{DOMAIN}/bench".encode()
+        for _ in range(window):
+            by_user[senders[i]].send(make_messages(to, 1))
+    await asyncio.sleep(1.0)  # warm-up
+    with Profiler(args.profile, server, f"{prefix}messages".replace(" ", "-")):
+        t0 = time.perf_counter()
+        state["measuring"] = True
+        await asyncio.sleep(duration)
+        state["measuring"] = False
+        elapsed = time.perf_counter() - t0
+    state["sending"] = False
+    deadline = loop.time() + 10.0
+    while received < sent and loop.time() < deadline and server.alive():
+        await asyncio.sleep(0.05)
+    lost = sent - received
+    dropped = sum(1 for c in by_user.values() if c.lost)
+
+    rate = measured / elapsed
+    latencies.sort()
+    p50 = percentile(latencies, 0.50) / 1e6
+    p99 = percentile(latencies, 0.99) / 1e6
+    report(
+        f"{prefix}messages delivered/s",
+        f"{rate:.0f}",
+        f"target >= {TARGET_MSGS:.0f}" if targets else "info",
+        rate >= TARGET_MSGS if targets else None,
+        f"[Prosody 0.12: 16700] {measured} in {elapsed:.2f} s",
+    )
+    report(f"{prefix}message latency p50 ms", f"{p50:.1f}", "info", None)
+    report(
+        f"{prefix}message latency p99 ms",
+        f"{p99:.1f}",
+        f"target < {TARGET_P99_MS:.0f}" if targets else "info",
+        p99 < TARGET_P99_MS if targets else None,
+        "[Prosody 0.12: 151]",
+    )
+    report(
+        f"{prefix}messages lost",
+        f"{lost}",
+        "target 0",
+        lost == 0 and dropped == 0,
+        f"{sent} sent, {received} received, {dropped} connections dropped",
+    )
+    if problems:
+        print(f"  {len(problems)} unexpected server answers, first: {problems[0]!r}")
+    return rate
 
 
 async def scenario_presence(args) -> None:
@@ -1166,6 +1319,97 @@ async def scenario_presence(args) -> None:
         server.stop(args.keep)
 
 
+TARGET_WS_RATIO = 0.7  # websocket: within 30% of TCP
+
+
+async def scenario_websocket(args) -> None:
+    pairs = args.pairs
+    print(
+        f"\n== websocket: {args.logins} logins ({args.concurrency} in flight) and "
+        f"{pairs} message pairs ({args.window} in flight per sender) over ws:// "
+        "(open + SCRAM-SHA-256 + bind, RFC 7395), beside the same over TCP "
+        "(STARTTLS + SCRAM-SHA-256 + bind) on the same server"
+    )
+    users = [f"wslogin{i:05d}" for i in range(args.logins)]
+    senders = [f"wssender{i:03d}" for i in range(pairs)]
+    receivers = [f"wsreceiver{i:03d}" for i in range(pairs)]
+    server = Server(users + senders + receivers, "websocket")
+    conns: list = []
+    try:
+        server.start()
+        context, scram = client_tls_context(), ScramKeys()
+        await run_logins(server.port, users, args.concurrency, context, scram)  # warm-up
+        rates = {}
+        for name, port, flow in (
+            ("TCP", server.port, login),
+            ("WebSocket", server.http_port, ws_login),
+        ):
+            with Profiler(args.profile, server, f"logins-{name}"):
+                cpu0 = server.cpu_seconds()
+                elapsed, errors, latencies = await run_logins(
+                    port, users, args.concurrency, context, scram, flow=flow
+                )
+                cpu = server.cpu_seconds() - cpu0
+            if CLOSING:
+                await asyncio.wait(list(CLOSING), timeout=10)
+            done = len(users) - errors
+            rates[name] = done / elapsed
+            latencies.sort()
+            report(
+                f"{name} logins/s (websocket scenario)",
+                f"{rates[name]:.0f}",
+                "info",
+                None,
+                f"{done} in {elapsed:.2f} s, {errors} errors, login time p50 "
+                f"{percentile(latencies, 0.5) * 1000:.0f} ms, p99 "
+                f"{percentile(latencies, 0.99) * 1000:.0f} ms, server CPU "
+                f"{cpu / max(1, done) * 1000:.2f} ms/login",
+            )
+            if errors:
+                raise BenchError(f"{name}: {errors} logins failed")
+        ratio = rates["WebSocket"] / rates["TCP"]
+        report(
+            "WebSocket logins/s vs TCP",
+            f"{ratio:.2f}x",
+            f"target >= {TARGET_WS_RATIO:.1f}x",
+            ratio >= TARGET_WS_RATIO,
+        )
+
+        msg_rates = {}
+        for name, port, flow in (
+            ("TCP", server.port, login),
+            ("WebSocket", server.http_port, ws_login),
+        ):
+            conns = []
+            _, errors, _ = await run_logins(
+                port, senders + receivers, args.concurrency, context, scram, keep=conns, flow=flow
+            )
+            if errors:
+                raise BenchError(f"{name}: {errors} logins failed")
+            by_user = {c.user: c for c in conns}
+            # A WebSocket message is one element (RFC 7395 §3.3): never coalesced.
+            msg_rates[name] = await measure_messages(
+                server, by_user, senders, receivers, args, f"{name} ", False, targets=False
+            )
+            for conn in conns:
+                conn.abort()
+            conns = []
+            await asyncio.sleep(1.0)  # let the server unbind them
+        ratio = msg_rates["WebSocket"] / msg_rates["TCP"]
+        report(
+            "WebSocket messages/s vs TCP",
+            f"{ratio:.2f}x",
+            f"target >= {TARGET_WS_RATIO:.1f}x",
+            ratio >= TARGET_WS_RATIO,
+        )
+        if not server.alive():
+            raise BenchError(f"server died:\n{server.log()}")
+    finally:
+        for conn in conns:
+            conn.abort()
+        server.stop(args.keep)
+
+
 # -- main -------------------------------------------------------------------------
 
 
@@ -1181,7 +1425,9 @@ def raise_nofile(needed: int) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--scenario", choices=["logins", "idle", "messages", "presence", "all"], default="all"
+        "--scenario",
+        choices=["logins", "idle", "messages", "presence", "websocket", "all"],
+        default="all",
     )
     parser.add_argument(
         "--sessions",
@@ -1216,6 +1462,7 @@ async def main(args) -> int:
         "idle": scenario_idle,
         "messages": scenario_messages,
         "presence": scenario_presence,
+        "websocket": scenario_websocket,
     }
     chosen = list(scenarios) if args.scenario == "all" else [args.scenario]
     failed = False

@@ -188,3 +188,22 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("XMPP_LOG_LEVEL", "INFO")},
 }
+
+# HTTPS (admin, XEP-0156 discovery) and wss:// (RFC 7395) with the server's
+# certificate on this port; 0 = off.
+XMPP_HTTPS_PORT = env_int("XMPP_HTTPS_PORT", 5281)
+# XEP-0156 host-meta links: the public base URL of the HTTP(S) side (e.g.
+# https://chat.example.org, BOSH at <it>/http-bind/) and the public WebSocket
+# URL (e.g. wss://chat.example.org/xmpp-websocket). Unset: from the request
+# (the WebSocket URL from XMPP_PUBLIC_HTTP_URL when only that one is set).
+XMPP_PUBLIC_HTTP_URL = os.environ.get("XMPP_PUBLIC_HTTP_URL", "").strip()
+XMPP_PUBLIC_WS_URL = os.environ.get("XMPP_PUBLIC_WS_URL", "").strip()
+
+# BOSH (XEP-0124/XEP-0206) at /http-bind/: the longest a request is held
+# (the client's 'wait' is capped to it), the seconds without a request after
+# which a session ends, and the origins allowed by CORS ('*' or a list).
+XMPP_BOSH_MAX_WAIT = env_int("XMPP_BOSH_MAX_WAIT", 60)
+XMPP_BOSH_INACTIVITY = env_int("XMPP_BOSH_INACTIVITY", 60)
+XMPP_BOSH_CORS_ORIGINS = [
+    o.strip() for o in os.environ.get("XMPP_BOSH_CORS_ORIGINS", "*").split(",") if o.strip()
+]

@@ -40,6 +40,7 @@ class RunningServer:
     env: dict[str, str]
     process: subprocess.Popen
     log_path: Path
+    https_port: int = 0
     accounts: list[str] = field(default_factory=list)
 
     def manage(self, *args: str, check: bool = True, input: str | None = None):
@@ -91,7 +92,7 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
     data_dir.mkdir(parents=True, exist_ok=True)
-    c2s, tls, http = free_port(), free_port(), free_port()
+    c2s, tls, http, https = free_port(), free_port(), free_port(), free_port()
     env = server_env(data_dir, **extra_env)
     log_path = data_dir / "server.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
@@ -108,6 +109,8 @@ def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
             str(tls),
             "--http-port",
             str(http),
+            "--https-port",
+            str(https),
         ],
         cwd=ROOT,
         env=env,
@@ -115,7 +118,7 @@ def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
         stderr=subprocess.STDOUT,
     )
     server = RunningServer(
-        "127.0.0.1", "localhost", c2s, tls, http, data_dir, env, process, log_path
+        "127.0.0.1", "localhost", c2s, tls, http, data_dir, env, process, log_path, https
     )
     try:
         wait_for_port(c2s, process, log_path)

@@ -108,3 +108,78 @@ class FramedParser:
             self.closed = True
             return [STREAM_CLOSED]
         return [element]
+
+
+NS_HTTPBIND = "http://jabber.org/protocol/httpbind"
+NS_XBOSH = "urn:xmpp:xbosh"
+BODY_TAG = f"{{{NS_HTTPBIND}}}body"
+_BODY_WRAPPER = f"<stream:stream xmlns='{NS_HTTPBIND}' xmlns:stream='{NS_STREAMS}'>".encode()
+
+
+def parse_bosh_body(data: bytes, max_stanza_size: int, max_depth: int, max_attributes: int):
+    """The <body/> of one BOSH request (XEP-0124 §4), parsed by the hardened
+    StreamParser (no DTD, entities, comments or PIs) with the stream limits;
+    raises StreamError for anything but one well-formed <body/>."""
+    data = data.strip()
+    if data.startswith(b"<?xml"):  # an XML declaration may open the HTTP body
+        data = data[data.find(b"?>") + 2 :] if b"?>" in data else data
+    parser = StreamParser(max_stanza_size, max_depth + 1, max_attributes)
+    parser.feed(_BODY_WRAPPER)
+    events = parser.feed(data)
+    if len(events) != 1 or not isinstance(events[0], Element) or events[0].tag != BODY_TAG:
+        raise StreamError("not-well-formed", "a BOSH request is exactly one <body/>")
+    return events[0]
+
+
+class BoshFraming(WebSocketFraming):
+    """XEP-0206: the stream lives in BOSH <body/> wrappers. There is no stream
+    header or closing tag on the wire (§5, §6: the session creation response and
+    type='terminate' stand for them); features, errors and stanzas declare their
+    namespaces as WebSocket frames do (§8: stanzas are qualified by jabber:client)."""
+
+    def parser(self, max_stanza_size: int, max_depth: int, max_attributes: int):
+        return BoshParser()
+
+    def header(self, attributes: str) -> bytes:
+        return b""
+
+    def close(self) -> bytes:
+        return b""
+
+
+class BoshParser:
+    """Turns the <body/> a BOSH request carries (already parsed, by
+    parse_bosh_body) into the events of StreamParser: the session creation
+    request and xmpp:restart='true' (XEP-0206 §5) open the stream, the children
+    are the stanzas, type='terminate' (XEP-0124 §13) closes the stream."""
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def feed(self, body: Element) -> list:
+        if self.closed:
+            return []
+        events: list = []
+        if body.get("sid") is None or body.get(f"{{{NS_XBOSH}}}restart") == "true":
+            attrs = {"version": body.get(f"{{{NS_XBOSH}}}version", "1.0")}
+            for name in ("to", "from"):
+                if body.get(name) is not None:
+                    attrs[name] = body.get(name)
+            events.append(StreamOpened(attrs, NS_CLIENT))
+        for child in body:
+            _qualify(child)
+            events.append(child)
+        if body.get("type") == "terminate":
+            self.closed = True
+            events.append(STREAM_CLOSED)
+        return events
+
+
+def _qualify(element: Element) -> None:
+    """Elements a careless client left in the httpbind namespace are jabber:client."""
+    prefix = f"{{{NS_HTTPBIND}}}"
+    for el in element.iter():
+        if el.tag.startswith(prefix):
+            el.tag = f"{{{NS_CLIENT}}}" + el.tag[len(prefix) :]

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import deque
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -96,6 +97,18 @@ class WebSocketStream:
 
 class XmppWebSocketConsumer(AsyncWebsocketConsumer):
     stream: WebSocketStream | None = None
+    # Stanzas go through the router, never the channel layer: no layer and
+    # no channel name per connection.
+    channel_layer_alias = "xmpp-websocket-has-no-layer"
+
+    async def dispatch(self, message) -> None:
+        """As Channels' dispatch, without closing old database connections
+        before every frame: that is a worker-thread hop per stanza, and a
+        session's database work runs through the ORM's own async calls."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         from ..server import XmppServer

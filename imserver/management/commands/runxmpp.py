@@ -1,6 +1,6 @@
 """`python manage.py runxmpp`: every listener of the server in one event loop.
 
-Daphne (HTTP now, WebSocket and BOSH later) runs on Twisted's asyncio
+Daphne (HTTP and, on XMPP_HTTPS_PORT, HTTPS; WebSocket and BOSH) runs on Twisted's asyncio
 reactor, and the XMPP listeners are opened on that same asyncio loop, so
 the whole server is one process and one loop. SIGINT/SIGTERM close every
 stream with </stream:stream> (RFC 6120 §4.4) before the process exits 0.
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
@@ -43,6 +45,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--http-port", type=int, default=None, help="HTTP port, 0 = off")
         parser.add_argument(
+            "--https-port", type=int, default=None, help="HTTPS and wss:// port, 0 = off"
+        )
+        parser.add_argument(
             "--no-migrate",
             action="store_true",
             help="do not apply database migrations before starting",
@@ -53,6 +58,7 @@ class Command(BaseCommand):
         c2s_port = _pick(options["c2s_port"], settings.XMPP_C2S_PORT)
         c2s_tls_port = _pick(options["c2s_tls_port"], settings.XMPP_C2S_TLS_PORT)
         http_port = _pick(options["http_port"], settings.XMPP_HTTP_PORT)
+        https_port = _pick(options["https_port"], settings.XMPP_HTTPS_PORT)
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         files = raise_open_files_limit()
@@ -83,26 +89,72 @@ class Command(BaseCommand):
 
         reactor.addSystemEventTrigger("before", "shutdown", shutdown)
         log.info(
-            "serving %s: c2s %s, c2s direct TLS %s, http %s (open files limit %d)",
+            "serving %s: c2s %s, c2s direct TLS %s, http %s, https %s (open files limit %d)",
             settings.XMPP_DOMAIN,
             c2s_port or "off",
             c2s_tls_port or "off",
             http_port or "off",
+            https_port or "off",
             files,
         )
-        if http_port:
+        if http_port or https_port:
             from channels.routing import get_default_application
             from daphne.server import Server
+            from twisted.internet.endpoints import quoteStringArgument
 
-            interface = host.replace(":", r"\:")
-            Server(
-                application=get_default_application(),
-                endpoints=[f"tcp:port={http_port}:interface={interface}"],
-                signal_handlers=True,
-            ).run()
+            interface = quoteStringArgument(host)
+            endpoints = []
+            if http_port:
+                endpoints.append(f"tcp:port={http_port}:interface={interface}")
+            if https_port:
+                endpoints.append(f"ssl:port={https_port}:interface={interface}:{_tls_files()}")
+            application = get_default_application()
+            if https_port:
+                application = WebSocketSchemeFromPort(application, https_port)
+            Server(application=application, endpoints=endpoints, signal_handlers=True).run()
         else:
             reactor.run(installSignalHandlers=True)
         log.info("stopped")
+
+
+def _tls_files() -> str:
+    """The ssl: endpoint arguments for the certificate the XMPP listeners use
+    (XMPP_TLS_CERT/KEY, else the one xmpp.tls generated in XMPP_DATA_DIR,
+    which XmppServer.from_settings() has made by now)."""
+    from twisted.internet.endpoints import quoteStringArgument
+
+    if settings.XMPP_TLS_CERT and settings.XMPP_TLS_KEY:
+        cert, key = Path(settings.XMPP_TLS_CERT), Path(settings.XMPP_TLS_KEY)
+    else:
+        data_dir, domain = Path(settings.XMPP_DATA_DIR), settings.XMPP_DOMAIN
+        cert, key = data_dir / f"{domain}.crt", data_dir / f"{domain}.key"
+    args = f"privateKey={quoteStringArgument(str(key))}:certKey={quoteStringArgument(str(cert))}"
+    # Twisted takes only the first certificate of certKey: a full chain's
+    # intermediates go to extraCertChain, from a file of their own.
+    pems = re.findall(
+        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", cert.read_bytes(), re.DOTALL
+    )
+    if len(pems) > 1:
+        chain = Path(settings.XMPP_DATA_DIR) / "https-chain.pem"
+        chain.parent.mkdir(parents=True, exist_ok=True)
+        chain.write_bytes(b"\n".join(pems[1:]) + b"\n")
+        args += f":extraCertChain={quoteStringArgument(str(chain))}"
+    return args
+
+
+class WebSocketSchemeFromPort:
+    """Daphne puts no 'scheme' in a WebSocket scope; a connection to the HTTPS
+    port is wss (RFC 7395 over TLS), which the XMPP consumer counts as secure."""
+
+    def __init__(self, application, https_port: int) -> None:
+        self.application = application
+        self.https_port = https_port
+
+    async def __call__(self, scope, receive, send):
+        server = scope.get("server")
+        if scope["type"] == "websocket" and server and server[1] == self.https_port:
+            scope = dict(scope, scheme="wss")
+        return await self.application(scope, receive, send)
 
 
 def _pick(option: int | None, setting: int) -> int:
