@@ -17,6 +17,18 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
 
+# The browser test (tests/test_browser_converse.py): Debian's Chromium, driven by
+# Playwright (never `playwright install`), and Converse.js from npm into tests/browser/.
+if [ ! -x /usr/bin/chromium ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+fi
+if [ ! -d tests/browser/node_modules/converse.js ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund)
+fi
+
 echo "== test suite on SQLite, in-memory channel layer, eager Celery"
 .venv/bin/python -m pytest "$@"
 

@@ -219,3 +219,19 @@ def test_resource_conflict_ends_the_old_session_like_any_other(xmpp_server):
             await disconnect(watcher, first, *([second] if second else []))
 
     asyncio.run(scenario())
+
+
+def test_session_establishment_after_bind_is_a_no_op_result(xmpp_server):
+    """RFC 6121 Appendix E: the legacy session IQ is answered with an empty result
+    after binding too, where Strophe-based clients (Converse.js) send it."""
+    from .clients import raw_login
+
+    stream = raw_login(xmpp_server, "carol", "legacy-session")
+    try:
+        stream.send(
+            "<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>"
+        )
+        answer = stream.read_until('id="sess"[^>]*>')
+        assert b'type="result"' in answer and b'id="sess"' in answer
+    finally:
+        stream.close()

@@ -556,6 +556,17 @@ class ClientSession:
             return self._broadcast_presence(stanza)
         if stanza.tag == PRESENCE_TAG and stanza.get("type") in (None, "unavailable"):
             self.server.registry.presence.directed(self, stanza)
+        if (
+            stanza.tag == IQ_TAG
+            and len(stanza) == 1
+            and stanza[0].tag == SESSION_TAG
+            and stanza.get("type") == "set"
+            and stanza.get("to") in (None, self.server.domain)
+        ):
+            # RFC 6121 Appendix E: session establishment is a no-op, also after
+            # binding, where Strophe-based clients (Converse.js) send it.
+            self._send_result(stanza)
+            return None
         if stanza.tag == IQ_TAG and stanza[0:1] and stanza[0].tag == BIND_TAG:
             self._send_error(stanza, StanzaError("not-allowed", "a resource is already bound"))
             return
