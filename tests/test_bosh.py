@@ -355,7 +355,8 @@ def test_inactivity_ends_the_session(tmp_path):
     dropped TCP connection would."""
     server = start_server(tmp_path / "bosh-inactivity", XMPP_BOSH_INACTIVITY="2")
     try:
-        for user in ("alice", "bob"):
+        # Names of its own: on PostgreSQL this server shares the test database.
+        for user in ("bosh-idle", "bosh-witness"):
             server.manage("register", user, PASSWORD)
 
         async def scenario():
@@ -365,8 +366,8 @@ def test_inactivity_ends_the_session(tmp_path):
                 body = await bosh.create()
                 assert body.get("inactivity") == "2"
                 bosh.sid = None
-                jid = await bosh.login("alice", "idle")
-                bob = await connect(server, "bob", "witness")
+                jid = await bosh.login("bosh-idle", "idle")
+                bob = await connect(server, "bosh-witness", "witness")
                 for _ in range(8):  # output alone does not keep the session alive
                     bob.send_message(mto=jid, mbody="anyone there?", mtype="chat")
                     await asyncio.sleep(0.5)
