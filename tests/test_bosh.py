@@ -4,9 +4,6 @@ against the server started by the fixture."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import re
 import secrets
 import xml.etree.ElementTree as ET
@@ -17,6 +14,7 @@ from slixmpp.exceptions import IqError
 
 from .clients import connect, disconnect
 from .conftest import PASSWORD, start_server, stop_server
+from .scram_client import ScramSha256Client
 
 NS_HTTPBIND = "http://jabber.org/protocol/httpbind"
 NS_XBOSH = "urn:xmpp:xbosh"
@@ -74,26 +72,15 @@ class Bosh:
         """SASL SCRAM-SHA-256 by hand, the restart of XEP-0206 §5, then bind."""
         features = ET.tostring(await self.create()).decode()
         assert "SCRAM-SHA-256" in features
-        nonce = secrets.token_urlsafe(18)
-        first_bare = f"n={user},r={nonce}"
-        first = base64.b64encode(("n,," + first_bare).encode()).decode()
+        scram = ScramSha256Client(user, password)
         challenge = await self.send_until(
-            f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{first}</auth>", "</challenge>"
+            f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{scram.first_message()}</auth>",
+            "</challenge>",
         )
-        server_first = base64.b64decode(re.search(r">([^<]+)</challenge>", challenge).group(1))
-        fields = dict(part.split("=", 1) for part in server_first.decode().split(","))
-        salted = hashlib.pbkdf2_hmac(
-            "sha256", password.encode(), base64.b64decode(fields["s"]), int(fields["i"])
-        )
-        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-        stored_key = hashlib.sha256(client_key).digest()
-        final_bare = f"c=biws,r={fields['r']}"
-        message = f"{first_bare},{server_first.decode()},{final_bare}".encode()
-        signature = hmac.new(stored_key, message, "sha256").digest()
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        final = base64.b64encode(f"{final_bare},p={base64.b64encode(proof).decode()}".encode())
+        server_first = re.search(r">([^<]+)</challenge>", challenge).group(1)
         result = await self.send_until(
-            f"<response xmlns='{NS_SASL}'>{final.decode()}</response>", "<success|<failure"
+            f"<response xmlns='{NS_SASL}'>{scram.final_message(server_first)}</response>",
+            "<success|<failure",
         )
         assert "<success" in result
         restarted = await self.send_until_restart()

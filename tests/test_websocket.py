@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import re
-import secrets
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -16,6 +12,7 @@ from websockets.sync.client import connect as ws_connect
 
 from .clients import connect, disconnect
 from .conftest import PASSWORD
+from .scram_client import ScramSha256Client
 
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -53,28 +50,13 @@ class WsStream:
     def login(self, user: str, resource: str, password: str = PASSWORD) -> str:
         """SASL SCRAM-SHA-256 (RFC 5802, 7677) by hand, then bind; returns the full JID."""
         self.open()
-        nonce = secrets.token_urlsafe(18)
-        first_bare = f"n={user},r={nonce}"
+        scram = ScramSha256Client(user, password)
         self.send(
-            f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>"
-            f"{base64.b64encode(('n,,' + first_bare).encode()).decode()}</auth>"
+            f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>{scram.first_message()}</auth>"
         )
         challenge = self.recv_until("<challenge")
-        server_first = base64.b64decode(re.search(r">([^<]+)</challenge>", challenge).group(1))
-        fields = dict(part.split("=", 1) for part in server_first.decode().split(","))
-        salted = hashlib.pbkdf2_hmac(
-            "sha256", password.encode(), base64.b64decode(fields["s"]), int(fields["i"])
-        )
-        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-        stored_key = hashlib.sha256(client_key).digest()
-        final_bare = f"c=biws,r={fields['r']}"
-        message = f"{first_bare},{server_first.decode()},{final_bare}".encode()
-        signature = hmac.new(stored_key, message, "sha256").digest()
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        final = f"{final_bare},p={base64.b64encode(proof).decode()}"
-        self.send(
-            f"<response xmlns='{NS_SASL}'>{base64.b64encode(final.encode()).decode()}</response>"
-        )
+        server_first = re.search(r">([^<]+)</challenge>", challenge).group(1)
+        self.send(f"<response xmlns='{NS_SASL}'>{scram.final_message(server_first)}</response>")
         assert "<success" in self.recv_until("<success|<failure")
         self.open()  # §3.5: the stream restarts with a new <open/>
         self.send(
