@@ -10,8 +10,10 @@ import re
 import socket
 import ssl
 import time
+import xml.etree.ElementTree as ET
 
 import slixmpp
+from slixmpp.exceptions import IqError
 
 from .conftest import PASSWORD, RunningServer
 
@@ -173,3 +175,33 @@ def raw_login(
     if b"result" not in reply:
         raise ConnectionError(f"binding {resource!r} failed: {reply!r}")
     return stream
+
+
+async def send_iq(client: Client, iq_type: str, payload: str, to: str | None = None):
+    """Send an IQ carrying `payload` (XML text); return the result's payload or None."""
+    iq = client.make_iq(ito=to, itype=iq_type)
+    iq.append(ET.fromstring(payload))
+    result = await iq.send(timeout=10)
+    return result.xml[0] if len(result.xml) else None
+
+
+async def iq_error(client: Client, iq_type: str, payload: str, to: str | None = None) -> str:
+    """Send an IQ that must fail; return its error condition."""
+    try:
+        await send_iq(client, iq_type, payload, to)
+    except IqError as error:
+        return error.iq["error"]["condition"]
+    raise AssertionError(f"the IQ {payload[:60]!r} succeeded")
+
+
+def as_user(server: RunningServer, user: str, resource: str, scenario):
+    """Run `scenario(client)` with a client logged in as user/resource."""
+
+    async def run():
+        client = await connect(server, user, resource)
+        try:
+            return await scenario(client)
+        finally:
+            await disconnect(client)
+
+    return asyncio.run(run())

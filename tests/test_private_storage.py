@@ -4,12 +4,10 @@ own and gets it back; nobody else can, and reserved namespaces are refused."""
 from __future__ import annotations
 
 import asyncio
-from xml.etree import ElementTree as ET
 
 import pytest
-from slixmpp.exceptions import IqError
 
-from .clients import connect, disconnect
+from .clients import as_user, connect, disconnect, iq_error, send_iq
 from .conftest import PASSWORD
 
 NS_PRIVATE = "jabber:iq:private"
@@ -26,34 +24,8 @@ def accounts(xmpp_server):
     return OWNER, OTHER
 
 
-async def send_iq(client, iq_type: str, payload: str, to: str | None = None):
-    """Send an IQ carrying `payload` (XML text); return the result's payload or None."""
-    iq = client.make_iq(ito=to, itype=iq_type)
-    iq.append(ET.fromstring(payload))
-    result = await iq.send(timeout=10)
-    return result.xml[0] if len(result.xml) else None
-
-
-async def iq_error(client, iq_type: str, payload: str, to: str | None = None) -> str:
-    """Send an IQ that must fail; return its error condition."""
-    with pytest.raises(IqError) as raised:
-        await send_iq(client, iq_type, payload, to)
-    return raised.value.iq["error"]["condition"]
-
-
 def query(inner: str = "") -> str:
     return f"<query xmlns='{NS_PRIVATE}'>{inner}</query>"
-
-
-def as_user(xmpp_server, user: str, resource: str, scenario):
-    async def run():
-        client = await connect(xmpp_server, user, resource)
-        try:
-            return await scenario(client)
-        finally:
-            await disconnect(client)
-
-    return asyncio.run(run())
 
 
 def test_stored_xml_is_returned_by_a_get_of_its_namespace(xmpp_server, accounts):

@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
-from .clients import Client, RawStream, connect, disconnect, raw_login
+from .clients import Client, RawStream, connect, disconnect, raw_login, send_iq
 from .conftest import PASSWORD, start_server, stop_server
 from .test_c2s_login import stream_features
 
@@ -97,13 +97,6 @@ async def login_fails(server, user: str, password: str) -> bool:
         return client.auth_failed.is_set() and not client.started.is_set()
     finally:
         await disconnect(client)
-
-
-async def send_iq(client, iq_type: str, payload: str, to: str | None = None):
-    iq = client.make_iq(ito=to, itype=iq_type)
-    iq.append(ET.fromstring(payload))
-    result = await iq.send(timeout=10)
-    return result.xml[0] if len(result.xml) else None
 
 
 # -- registration off (the default) ----------------------------------------------

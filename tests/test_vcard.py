@@ -10,9 +10,8 @@ from types import SimpleNamespace
 from xml.etree import ElementTree as ET
 
 import pytest
-from slixmpp.exceptions import IqError
 
-from .clients import connect, disconnect
+from .clients import as_user, connect, disconnect, iq_error, send_iq
 from .conftest import PASSWORD
 
 NS_VCARD = "vcard-temp"
@@ -36,34 +35,8 @@ def accounts(xmpp_server):
     return names
 
 
-async def send_iq(client, iq_type: str, payload: str, to: str | None = None):
-    """Send an IQ carrying `payload` (XML text); return the result's payload or None."""
-    iq = client.make_iq(ito=to, itype=iq_type)
-    iq.append(ET.fromstring(payload))
-    result = await iq.send(timeout=10)
-    return result.xml[0] if len(result.xml) else None
-
-
-async def iq_error(client, iq_type: str, payload: str, to: str | None = None) -> str:
-    """Send an IQ that must fail; return its error condition."""
-    with pytest.raises(IqError) as raised:
-        await send_iq(client, iq_type, payload, to)
-    return raised.value.iq["error"]["condition"]
-
-
 def vcard(fn: str, extra: str = "") -> str:
     return f"<vCard xmlns='{NS_VCARD}'><FN>{fn}</FN>{extra}</vCard>"
-
-
-def as_user(xmpp_server, user: str, resource: str, scenario):
-    async def run():
-        client = await connect(xmpp_server, user, resource)
-        try:
-            return await scenario(client)
-        finally:
-            await disconnect(client)
-
-    return asyncio.run(run())
 
 
 def test_own_vcard_is_empty_before_one_is_set(xmpp_server, accounts):
