@@ -75,11 +75,10 @@ INTERESTED = "blocking.interested"  # the sessions that asked for the list
 # §3.1 has the client ask its server; clients also ask the account.
 plugins.server_features.add(NS_BLOCKING)
 
-# Stanzas this module routes that must pass its own filter: the refusals it
-# makes (an error to a blocked JID would be refused in turn) and IQs it held
-# for a look-up in the stored list (`_stored`). Keyed by id(), each entry
-# lives only while route() runs, which is synchronous.
-_refusals: set[int] = set()
+# IQs held for a look-up in the stored list, routed on afterwards: they must
+# pass this filter (other filters still see them). Keyed by id(), each entry
+# lives only while route() runs, which is synchronous. Refusals go out with
+# route(filtered=False) instead.
 _looked_up: set[int] = set()
 
 
@@ -385,8 +384,6 @@ def _presence_on_unblock(router: Router, account: AccountState, items: frozenset
 @plugins.stanza_filter
 def enforce_block_lists(stanza: Element, sender: JID, to: JID, router: Router) -> bool:
     """The router's filter for stanzas from or to a local account (§3.3)."""
-    if _refusals and id(stanza) in _refusals:
-        return False
     to_bare = to.bare
     sender_bare = sender.bare
     if sender_bare == to_bare or _is_server(sender):
@@ -459,9 +456,4 @@ def _send_refusal(stanza: Element, error: StanzaError, to: JID, router: Router) 
     reply = error_reply(stanza, error)
     if reply is None or not reply.get("to"):
         return
-    key = id(reply)
-    _refusals.add(key)
-    try:
-        router.route(reply, to)
-    finally:
-        _refusals.discard(key)
+    router.route(reply, to, filtered=False)

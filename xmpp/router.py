@@ -41,8 +41,17 @@ class Router:
 
     # -- entry point -------------------------------------------------------
 
-    def route(self, stanza: Element, sender: JID, origin: ClientSession | None = None) -> None:
-        """Deliver `stanza`, whose 'from' is already stamped as `sender`."""
+    def route(
+        self,
+        stanza: Element,
+        sender: JID,
+        origin: ClientSession | None = None,
+        *,
+        filtered: bool = True,
+    ) -> None:
+        """Deliver `stanza`, whose 'from' is already stamped as `sender`.
+        `filtered=False` is for a filter's own answer (a block refusal), which
+        must not be judged by the filters again."""
         to_attr = stanza.get("to")
         if to_attr is None:
             to = sender.bare  # RFC 6120 §10.3: no 'to' means the sender's account
@@ -54,8 +63,10 @@ class Router:
                 return
         # Filters see what a local account sends or receives; the server
         # itself (ping, disco) is never blocked.
-        if (to.local or to.domain != self.domain) and (
-            to.domain == self.domain or (sender.local and sender.domain == self.domain)
+        if (
+            filtered
+            and (to.local or to.domain != self.domain)
+            and (to.domain == self.domain or (sender.local and sender.domain == self.domain))
         ):
             for stanza_filter in self.registry.stanza_filters:
                 if stanza_filter(stanza, sender, to, self):
