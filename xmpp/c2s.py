@@ -353,9 +353,6 @@ class ClientSession:
         self.transport.start_tls()
         self._restart_stream()
 
-    def tls_established(self) -> None:
-        """Called by the transport when the TLS handshake has completed."""
-
     def _restart_stream(self) -> None:
         self.parser = self._new_parser()
         self._restart = True

@@ -107,6 +107,3 @@ class SessionManager:
             elif session.priority == best[0].priority:
                 best.append(session)
         return best
-
-    def all(self) -> list[ClientSession]:
-        return [s for resources in self._by_bare.values() for s in resources.values()]

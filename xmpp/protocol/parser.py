@@ -57,7 +57,6 @@ class StreamParser:
         "_depth",
         "_stanza_start",
         "_consumed",
-        "_default_ns",
         "_pending_ns",
         "max_stanza_size",
         "max_depth",
@@ -77,7 +76,6 @@ class StreamParser:
         self._depth = 0
         self._stanza_start = 0
         self._consumed = 0
-        self._default_ns = ""
         self._pending_ns = ""
         self.opened = False
         self.closed = False
@@ -133,7 +131,6 @@ class StreamParser:
             if _clark(name) != STREAM_TAG:
                 raise StreamError("invalid-namespace", "the root must be <stream:stream/>")
             self.opened = True
-            self._default_ns = self._pending_ns
             self._events.append(StreamOpened(attrs, self._pending_ns))
             self._stanza_start = self._parser.CurrentByteIndex
             return

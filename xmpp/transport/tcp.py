@@ -136,7 +136,7 @@ class TcpStream(asyncio.BufferedProtocol):
 
     def start_tls(self) -> None:
         """Begin the server side of a TLS handshake (after <proceed/>, or at once
-        for direct TLS); the session is told when it completes."""
+        for direct TLS); decrypted bytes reach the session once it completes."""
         self.flush()  # <proceed/> goes out in the clear, before the handshake
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -191,7 +191,6 @@ class TcpStream(asyncio.BufferedProtocol):
             self._handshaking = False
             self.secure = True
             self._flush_tls()
-            self.session.tls_established()
         chunks = []
         try:
             while True:
