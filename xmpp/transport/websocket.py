@@ -6,6 +6,13 @@ same one a TCP client gets, with the same router and limits. There is no
 STARTTLS on a WebSocket: the stream is secure when the HTTP side is (wss),
 or when the operator says so for a development server on loopback
 (XMPP_WEBSOCKET_CONSIDER_SECURE, as Prosody's consider_websocket_secure).
+
+Cost: a WebSocket message costs the server about three times a TCP one
+(bench/load.py --scenario websocket). Half of that is Daphne's WebSocket
+layer, autobahn, per frame (frame state machine, a new XOR masker object
+per frame, debug-log arguments formatted before the log call); what this
+module controls is kept out of the way: no channel layer, no task per
+received frame, no database-connection cleanup around frames.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 from collections import deque
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -81,6 +89,7 @@ class WebSocketStream:
             self.server.spawn(self._send_all())
 
     async def _send_all(self) -> None:
+        send = self.consumer.base_send
         try:
             while self._out:
                 frame = self._out.popleft()
@@ -88,7 +97,8 @@ class WebSocketStream:
                     await self.consumer.close()
                     self._out.clear()
                     return
-                await self.consumer.send(text_data=frame.decode("utf-8"))
+                # RFC 7395 §3.3: each message is UTF-8 text.
+                await send({"type": "websocket.send", "text": frame.decode("utf-8")})
         except Exception:
             log.debug("WebSocket to %s went away while sending", self.peer, exc_info=True)
         finally:
@@ -97,18 +107,36 @@ class WebSocketStream:
 
 class XmppWebSocketConsumer(AsyncWebsocketConsumer):
     stream: WebSocketStream | None = None
-    # Stanzas go through the router, never the channel layer: no layer and
-    # no channel name per connection.
-    channel_layer_alias = "xmpp-websocket-has-no-layer"
+
+    async def __call__(self, scope, receive, send) -> None:
+        """As Channels' AsyncConsumer, for a consumer without a channel layer:
+        stanzas go through the router, never the layer, so messages are read
+        one after the other instead of racing a layer's receive (a task and an
+        asyncio.wait per frame), and no database connection is closed around
+        each frame (Channels' aclose_old_connections is a worker-thread hop;
+        a session's database work runs through the ORM's own async calls)."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.receive":
+                    await self.websocket_receive(message)
+                else:
+                    await self.dispatch(message)
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message) -> None:
-        """As Channels' dispatch, without closing old database connections
-        before every frame: that is a worker-thread hop per stanza, and a
-        session's database work runs through the ORM's own async calls."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def websocket_disconnect(self, message) -> None:
+        await self.disconnect(message.get("code", 1006))
+        raise StopConsumer()
 
     async def connect(self) -> None:
         from ..server import XmppServer
