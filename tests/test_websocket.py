@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
 from .clients import connect, disconnect
-from .conftest import PASSWORD
+from .conftest import PASSWORD, start_server, stop_server
 from .scram_client import ScramSha256Client
 
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
@@ -21,12 +22,13 @@ NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 class WsStream:
     """One WebSocket speaking RFC 7395 frames."""
 
-    def __init__(self, server, subprotocol: str = "xmpp") -> None:
+    def __init__(self, server, subprotocol: str = "xmpp", max_queue: int = 16) -> None:
         self.server = server
         self.ws = ws_connect(
             f"ws://127.0.0.1:{server.http_port}/xmpp-websocket",
             subprotocols=[subprotocol],
             open_timeout=10,
+            max_queue=max_queue,  # frames read ahead; beyond it the socket is not read
         )
 
     def send(self, frame: str) -> None:
@@ -170,3 +172,76 @@ def test_bad_frame_is_a_stream_error_and_others_carry_on(xmpp_server, frame):
             await disconnect(witness)
 
     asyncio.run(scenario())
+
+
+def test_client_that_does_not_read_is_disconnected_and_others_carry_on(tmp_path):
+    """ARCHITECTURE.md backpressure: a WebSocket client that stops reading is
+    disconnected once XMPP_MAX_OUTGOING_BUFFER bytes wait for it, instead of
+    growing the server's memory; its sender's session carries on."""
+    server = start_server(
+        tmp_path / "server",
+        DATABASE_URL="",
+        REDIS_URL="",
+        XMPP_MAX_OUTGOING_BUFFER="262144",
+        XMPP_STANZAS_PER_SECOND="100000",
+    )
+    try:
+        server.manage("register", "--from-file", "-", input=f"slow {PASSWORD}\nfast {PASSWORD}\n")
+        reader = WsStream(server, max_queue=1)
+        reader_jid = reader.login("slow", "r")
+        sender = WsStream(server)
+        sender.login("fast", "s")
+        body = "x" * 8192
+        deadline = time.monotonic() + 60
+        sent = 0
+        # Loopback socket buffers take a few MiB before the server's own
+        # buffer grows: send until the server gives up on the reader.
+        while "is not reading; disconnecting" not in server.log():
+            assert time.monotonic() < deadline, "the reader was never disconnected"
+            for _ in range(50):
+                sender.send(
+                    f"<message xmlns='jabber:client' type='chat' to='{reader_jid}' "
+                    f"id='m{sent}'><body>{body}</body></message>"
+                )
+                sent += 1
+        sender.send(
+            "<iq xmlns='jabber:client' type='get' id='alive' to='localhost'>"
+            "<ping xmlns='urn:xmpp:ping'/></iq>"
+        )
+        assert re.search(r"type=.result.", sender.recv_until(r"id=.alive."))
+        sender.close()
+    finally:
+        stop_server(server)
+
+
+def test_fragmented_message_and_control_frames_keep_their_order(xmpp_server):
+    """RFC 6455 §5.4, §5.5: a message split over continuation frames, with a
+    ping between its fragments' deliveries and whole messages after it, is one
+    element to the server, answered in order (the fragments take autobahn's
+    path, the whole frames the fast one)."""
+    stream = WsStream(xmpp_server)
+    stream.login("alice", "fragments")
+    ping = (
+        "<iq xmlns='jabber:client' type='get' to='localhost' id='{}'>"
+        "<ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    stream.ws.send(iter([ping.format("f1")[:40], ping.format("f1")[40:]]))
+    stream.ws.ping().wait(10)
+    stream.send(ping.format("f2"))
+    stream.send(ping.format("f3"))
+    answers = stream.recv_until(r"id=.f3.")
+    assert [m for m in re.findall(r"id=.(f\d).", answers)] == ["f1", "f2", "f3"]
+    stream.close()
+
+
+def test_text_frame_that_is_not_utf8_closes_with_1007(xmpp_server):
+    """RFC 6455 §8.1: text that is not UTF-8 fails the WebSocket (1007)."""
+    stream = WsStream(xmpp_server)
+    stream.open()
+    # The client library refuses to send bad text; write the frame beneath it.
+    with stream.ws.protocol_mutex:
+        stream.ws.protocol.send_text(b"<message xmlns='jabber:client'>\xff\xfe</message>")
+        stream.ws.send_data()
+    with pytest.raises(ConnectionClosed) as closed:
+        stream.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007

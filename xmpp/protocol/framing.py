@@ -91,9 +91,13 @@ class FramedParser:
         self.closed = False
 
     def feed(self, frame: bytes) -> list:
-        if self.closed or not frame.strip():
+        if self.closed:
             return []
-        if frame.lstrip().startswith(b"<?xml"):
+        if frame[:1] != b"<":  # rare: leading whitespace, or an empty frame
+            frame = frame.lstrip()
+            if not frame:
+                return []
+        if frame.startswith(b"<?xml"):
             # §3.3.3: no XML declaration in a frame.
             raise StreamError("not-well-formed", "an XML declaration inside a frame")
         events = self._inner.feed(frame)

@@ -7,12 +7,15 @@ STARTTLS on a WebSocket: the stream is secure when the HTTP side is (wss),
 or when the operator says so for a development server on loopback
 (XMPP_WEBSOCKET_CONSIDER_SECURE, as Prosody's consider_websocket_secure).
 
-Cost: a WebSocket message costs the server about three times a TCP one
-(bench/load.py --scenario websocket). Half of that is Daphne's WebSocket
-layer, autobahn, per frame (frame state machine, a new XOR masker object
-per frame, debug-log arguments formatted before the log call); what this
-module controls is kept out of the way: no channel layer, no task per
-received frame, no database-connection cleanup around frames.
+Cost: Daphne's WebSocket layer (autobahn) handles every frame with a general
+state machine; runxmpp gives Daphne xmpp.transport.websocket_frames'
+protocol instead, which takes XMPP's whole text frames off that path, and
+once a stream is accepted this consumer attaches its session to that
+protocol, so frames go straight between socket and session. The consumer
+still does everything else: the handshake, Origin and subprotocol checks,
+and any frame the fast path leaves to autobahn, which reaches receive()
+in order. It also reads no channel layer and closes no database connections
+around frames (a worker-thread hop each).
 """
 
 from __future__ import annotations
@@ -40,7 +43,18 @@ class WebSocketStream:
     framing = WebSocketFraming()
     channel_bindings: dict[str, bytes] = {}
 
-    __slots__ = ("consumer", "server", "session", "peer", "secure", "_out", "_sending", "_closed")
+    __slots__ = (
+        "consumer",
+        "server",
+        "session",
+        "peer",
+        "secure",
+        "direct",
+        "_queued",
+        "_out",
+        "_sending",
+        "_closed",
+    )
 
     def __init__(self, consumer: XmppWebSocketConsumer, server, peer: str, secure: bool) -> None:
         self.consumer = consumer
@@ -48,19 +62,30 @@ class WebSocketStream:
         self.session: ClientSession | None = None
         self.peer = peer
         self.secure = secure
+        # Daphne's protocol when it can take frames straight (websocket_frames).
+        self.direct = None
+        self._queued = 0  # bytes in _out
         self._out: deque[bytes | None] = deque()
         self._sending = False
         self._closed = False
 
     @property
     def buffered(self) -> int:
-        return sum(len(frame) for frame in self._out if frame)
+        """Bytes not yet taken by the client's socket, for the session's limit."""
+        direct = self.direct
+        return self._queued + (direct.buffered() if direct is not None else 0)
 
     def write(self, data: bytes) -> None:
-        """Queue one frame; frames leave in order, from one task at a time."""
+        """Send one frame: straight to the socket when Daphne's protocol can
+        take it and nothing is queued before it; else queue it for the ASGI
+        send, in order, from one task at a time."""
         if self._closed:
             return
+        direct = self.direct
+        if direct is not None and not self._out and direct.send_text_now(data):
+            return
         self._out.append(data)
+        self._queued += len(data)
         self._start_sending()
 
     def close(self) -> None:
@@ -74,6 +99,7 @@ class WebSocketStream:
     def abort(self) -> None:
         self._closed = True
         self._out.clear()
+        self._queued = 0
         self._out.append(None)
         self._start_sending()
 
@@ -96,7 +122,9 @@ class WebSocketStream:
                 if frame is None:
                     await self.consumer.close()
                     self._out.clear()
+                    self._queued = 0
                     return
+                self._queued -= len(frame)
                 # RFC 7395 §3.3: each message is UTF-8 text.
                 await send({"type": "websocket.send", "text": frame.decode("utf-8")})
         except Exception:
@@ -118,13 +146,22 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
+        # Daphne's receive is its per-connection asyncio.Queue.get: take the
+        # frames already queued without a task switch for each.
+        queue = getattr(receive, "__self__", None)
+        if not isinstance(queue, asyncio.Queue):
+            queue = None
         try:
             while True:
                 message = await receive()
-                if message["type"] == "websocket.receive":
-                    await self.websocket_receive(message)
-                else:
-                    await self.dispatch(message)
+                while True:
+                    if message["type"] == "websocket.receive":
+                        await self.websocket_receive(message)
+                    else:
+                        await self.dispatch(message)
+                    if queue is None or queue.empty():
+                        break
+                    message = queue.get_nowait()
         except StopConsumer:
             pass
 
@@ -158,6 +195,10 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol=SUBPROTOCOL)
         session = ClientSession(server, self.stream)
         self.stream.session = session
+        protocol = _daphne_protocol(self.base_send)
+        if protocol is not None:
+            self.stream.direct = protocol
+            protocol.attach(session.data_received)
         server.session_opened(session)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
@@ -172,10 +213,22 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
             return
         session, stream.session = stream.session, None
         stream._closed = True
+        if stream.direct is not None:
+            stream.direct.attach(None)
+            stream.direct = None
         stream.server.release(stream.peer)
         stream.server.session_closed(session)
         session.connection_lost()
         await asyncio.sleep(0)
+
+
+def _daphne_protocol(send):
+    """The Daphne WebSocket protocol behind an ASGI send callable, when it is
+    runxmpp's XmppWebSocketProtocol: Daphne passes functools.partial(
+    server.handle_reply, protocol). Under any other server, None."""
+    args = getattr(send, "args", ())
+    protocol = args[0] if args else None
+    return protocol if hasattr(protocol, "send_text_now") else None
 
 
 def _origin_allowed(scope) -> bool:

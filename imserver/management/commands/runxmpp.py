@@ -111,10 +111,23 @@ class Command(BaseCommand):
             application = get_default_application()
             if https_port:
                 application = WebSocketSchemeFromPort(application, https_port)
-            Server(application=application, endpoints=endpoints, signal_handlers=True).run()
+            http_server = Server(application=application, endpoints=endpoints, signal_handlers=True)
+            reactor.callWhenRunning(_use_xmpp_websocket_frames, http_server)
+            http_server.run()
         else:
             reactor.run(installSignalHandlers=True)
         log.info("stopped")
+
+
+def _use_xmpp_websocket_frames(http_server) -> None:
+    """Daphne makes its WebSocket factory in run(); give it the protocol with
+    the fast path for XMPP's frames (xmpp.transport.websocket_frames)."""
+    from xmpp.transport.websocket_frames import XmppWebSocketProtocol
+
+    http_server.ws_factory.protocol = XmppWebSocketProtocol
+    # RFC 6455 §7.1.7: a failed connection SHOULD get a Close frame with the
+    # reason (1007 for text that is not UTF-8...), not a bare TCP reset.
+    http_server.ws_factory.setProtocolOptions(failByDrop=False)
 
 
 def _tls_files() -> str:
