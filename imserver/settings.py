@@ -207,3 +207,27 @@ XMPP_BOSH_INACTIVITY = env_int("XMPP_BOSH_INACTIVITY", 60)
 XMPP_BOSH_CORS_ORIGINS = [
     o.strip() for o in os.environ.get("XMPP_BOSH_CORS_ORIGINS", "*").split(",") if o.strip()
 ]
+
+# STUN (RFC 8489) and TURN (RFC 8656), stun/ app; advertised through XEP-0215.
+# UDP and TCP on XMPP_STUN_PORT, TLS on XMPP_STUN_TLS_PORT (on by default only
+# when a certificate is configured); 0 = off.
+XMPP_STUN_PORT = env_int("XMPP_STUN_PORT", 3478)
+XMPP_STUN_TLS_PORT = env_int("XMPP_STUN_TLS_PORT", 5349 if XMPP_TLS_CERT else 0)
+# The public host name or IP clients are told to use (XEP-0215); default XMPP_DOMAIN.
+XMPP_STUN_HOST = os.environ.get("XMPP_STUN_HOST", "").strip()
+XMPP_STUN_SOFTWARE = os.environ.get("XMPP_STUN_SOFTWARE", "imserver")
+XMPP_TURN_ENABLED = env_bool("XMPP_TURN_ENABLED", True)
+# Shared secret of the TURN REST API credentials; made in XMPP_DATA_DIR if unset.
+XMPP_TURN_SECRET = os.environ.get("XMPP_TURN_SECRET", "")
+XMPP_TURN_REALM = os.environ.get("XMPP_TURN_REALM", "").strip()  # default XMPP_DOMAIN
+XMPP_TURN_CREDENTIAL_TTL = env_int("XMPP_TURN_CREDENTIAL_TTL", 86400)
+XMPP_TURN_MAX_LIFETIME = env_int("XMPP_TURN_MAX_LIFETIME", 3600)
+XMPP_TURN_MAX_ALLOCATIONS_PER_USER = env_int("XMPP_TURN_MAX_ALLOCATIONS_PER_USER", 10)
+XMPP_TURN_BANDWIDTH = env_int("XMPP_TURN_BANDWIDTH", 0)  # bytes/s per allocation, 0 = no limit
+XMPP_TURN_MIN_PORT = env_int("XMPP_TURN_MIN_PORT", 49152)
+XMPP_TURN_MAX_PORT = env_int("XMPP_TURN_MAX_PORT", 65535)
+XMPP_TURN_RELAY_ADDRESS = os.environ.get("XMPP_TURN_RELAY_ADDRESS", "").strip()
+XMPP_TURN_EXTERNAL_IP = os.environ.get("XMPP_TURN_EXTERNAL_IP", "").strip()
+XMPP_TURN_ALLOW_PRIVATE_PEERS = env_bool("XMPP_TURN_ALLOW_PRIVATE_PEERS", False)
+# false: runxmpp opens no STUN/TURN listener (`manage.py runstun` runs them apart).
+XMPP_STUN_IN_RUNXMPP = env_bool("XMPP_STUN_IN_RUNXMPP", True)

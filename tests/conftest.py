@@ -29,6 +29,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_tcp_port() -> int:
+    """A port free for TCP and for UDP (STUN listens on both)."""
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass
 class RunningServer:
     host: str
@@ -93,6 +105,9 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
 def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
     data_dir.mkdir(parents=True, exist_ok=True)
     c2s, tls, http, https = free_port(), free_port(), free_port(), free_port()
+    # STUN/TURN (stun/): a free port, never 3478; no TLS port unless asked.
+    extra_env.setdefault("XMPP_STUN_PORT", str(free_udp_tcp_port()))
+    extra_env.setdefault("XMPP_STUN_TLS_PORT", "0")
     env = server_env(data_dir, **extra_env)
     log_path = data_dir / "server.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process

@@ -25,6 +25,13 @@ if [ ! -x /usr/bin/chromium ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
 fi
+# The STUN tests (tests/test_stun.py): Debian's RFC 3489 client `stun` (stun-client).
+if ! command -v stun >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stun-client
+fi
 if [ ! -d tests/browser/node_modules/converse.js ]; then
     (cd tests/browser && npm ci --no-audit --no-fund)
 fi

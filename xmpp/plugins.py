@@ -68,6 +68,9 @@ PresenceTransform = Callable[["ClientSession", Element], None]
 # Answers disco#info or disco#items about one node of an account with the
 # whole <query node=''/> (XEP-0030 §3.2, §4.2), or an awaitable of it.
 DiscoNodeHandler = Callable[[IqRequest], "Element | Awaitable[Element]"]
+# Starts an app's own listeners on the running loop, given the bind address;
+# returns the coroutine function that stops them at shutdown.
+ListenerStarter = Callable[[str], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 class PresenceHandler:
@@ -115,6 +118,7 @@ class PluginRegistry:
     account_disco_nodes: dict[tuple[str, str], DiscoNodeHandler] = field(default_factory=dict)
     presence: PresenceHandler = field(default_factory=PresenceHandler)
     presence_transforms: list[PresenceTransform] = field(default_factory=list)
+    listeners: list[ListenerStarter] = field(default_factory=list)
 
     def iq(
         self,
@@ -192,6 +196,11 @@ class PluginRegistry:
     def stanza_filter(self, stanza_filter: StanzaFilter) -> StanzaFilter:
         self.stanza_filters.append(stanza_filter)
         return stanza_filter
+
+    def listener(self, starter: ListenerStarter) -> ListenerStarter:
+        """Open listeners of an app's own protocol (STUN over UDP...) on runxmpp's loop."""
+        self.listeners.append(starter)
+        return starter
 
 
 plugins = PluginRegistry()

@@ -82,10 +82,16 @@ class Command(BaseCommand):
         xmpp_server = XmppServer.from_settings()
         XmppServer.current = xmpp_server
         loop.run_until_complete(xmpp_server.start(host, c2s_port, c2s_tls_port))
+        from xmpp.plugins import plugins
+
+        # Listeners apps registered (STUN/TURN over UDP, ...) share the loop.
+        stoppers = [loop.run_until_complete(start(host)) for start in plugins.listeners]
 
         def shutdown():
             log.info("closing every stream")
-            return defer.Deferred.fromFuture(asyncio.ensure_future(xmpp_server.stop()))
+            return defer.Deferred.fromFuture(
+                asyncio.ensure_future(_stop_all(xmpp_server, stoppers))
+            )
 
         reactor.addSystemEventTrigger("before", "shutdown", shutdown)
         log.info(
@@ -168,6 +174,12 @@ class WebSocketSchemeFromPort:
         if scope["type"] == "websocket" and server and server[1] == self.https_port:
             scope = dict(scope, scheme="wss")
         return await self.application(scope, receive, send)
+
+
+async def _stop_all(xmpp_server, stoppers) -> None:
+    for stop in stoppers:
+        await stop()
+    await xmpp_server.stop()
 
 
 def _pick(option: int | None, setting: int) -> int:
