@@ -8,6 +8,8 @@ the parser that turns the transport's bytes back into the same events.
 
 from __future__ import annotations
 
+import re
+
 from .errors import StreamError
 from .parser import STREAM_CLOSED, StreamOpened, StreamParser
 from .xml import NS_CLIENT, NS_STREAMS, Element
@@ -15,7 +17,8 @@ from .xml import NS_CLIENT, NS_STREAMS, Element
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 OPEN_TAG = f"{{{NS_FRAMING}}}open"
 CLOSE_TAG = f"{{{NS_FRAMING}}}close"
-_STANZA_PREFIXES = (b"<message", b"<presence", b"<iq")
+# The start tag's name of a stanza serialised for a jabber:client stream.
+_STANZA_NAME = re.compile(rb"<(?:message|presence|iq)(?=[ />])")
 _WRAPPER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>".encode()
 
 
@@ -71,10 +74,11 @@ class WebSocketFraming(StreamFraming):
     def stanza(self, data: bytes) -> bytes:
         # Stanzas are serialised for a jabber:client stream; a frame stands
         # alone, so it names its namespace (§3.3.3).
-        if data.startswith(_STANZA_PREFIXES):
-            end = data.index(b" ") if b" " in data[:10] else data.index(b">")
-            return data[:end] + b' xmlns="jabber:client"' + data[end:]
-        return data
+        name = _STANZA_NAME.match(data)
+        if name is None:
+            return data
+        end = name.end()
+        return b"".join((data[:end], b' xmlns="jabber:client"', data[end:]))
 
 
 class FramedParser:

@@ -69,6 +69,7 @@ class XmppWebSocketProtocol(WebSocketProtocol):
     for the consumer."""
 
     frame_receiver: Callable[[bytes], None] | None = None
+    _socket_transport = None  # Twisted's TCP transport, found by buffered()
 
     def attach(self, frame_receiver: Callable[[bytes], None] | None) -> None:
         self.frame_receiver = frame_receiver
@@ -89,12 +90,15 @@ class XmppWebSocketProtocol(WebSocketProtocol):
     def buffered(self) -> int:
         """Bytes written and not yet taken by the socket (Twisted's buffer,
         under TLS the one below it): what a client that does not read grows."""
-        transport = self.transport
-        while transport is not None and not hasattr(transport, "_tempDataLen"):
-            transport = getattr(transport, "transport", None)
-        if transport is None:
-            return 0
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        socket = self._socket_transport
+        if socket is None:
+            socket = self.transport
+            while socket is not None and not hasattr(socket, "_tempDataLen"):
+                socket = getattr(socket, "transport", None)
+            if socket is None:
+                return 0
+            self._socket_transport = socket
+        return len(socket.dataBuffer) - socket.offset + socket._tempDataLen
 
     def dataReceived(self, data: bytes) -> None:
         # autobahn's Twisted adapter formats a debug-log line for every read,
@@ -116,6 +120,13 @@ class XmppWebSocketProtocol(WebSocketProtocol):
 
     def _whole_text_frames(self, data: bytes) -> bytes:
         """Deliver the whole text frames at the start of `data`; return the rest."""
+        # Straight to the session only when nothing waits in the consumer's
+        # queue; what this call delivers never goes there, so it stays empty.
+        receiver = self.frame_receiver
+        if receiver is None or self.muted or not self.application_queue.empty():
+            receiver = self._to_consumer
+        else:
+            self.last_ping = time.time()  # as Daphne's onMessage, for its ping timeout
         offset, size = 0, len(data)
         while size - offset >= 6 and data[offset] == _FINAL_TEXT:
             length = data[offset + 1]
@@ -124,7 +135,7 @@ class XmppWebSocketProtocol(WebSocketProtocol):
             length &= 0x7F
             start = offset + 2
             if length == 126:
-                (length,) = struct.unpack_from("!H", data, start)
+                length = (data[start] << 8) | data[start + 1]
                 start += 2
             elif length == 127:
                 break
@@ -132,20 +143,19 @@ class XmppWebSocketProtocol(WebSocketProtocol):
             if end > size:
                 break
             payload = unmask(data[start + 4 : end], data[start : start + 4])
-            try:
-                payload.decode("utf-8")
-            except UnicodeDecodeError:
-                break
+            if not payload.isascii():
+                try:
+                    payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
             offset = end
-            receiver = self.frame_receiver
-            if receiver is not None and not self.muted and self.application_queue.empty():
-                self.last_ping = time.time()  # as Daphne's onMessage, for its ping timeout
-                receiver(payload)
-            else:
-                self.onMessage(payload, False)
+            receiver(payload)
             if self.state != _OPEN:
                 return b""
         return data[offset:]
+
+    def _to_consumer(self, payload: bytes) -> None:
+        self.onMessage(payload, False)
 
     def sendMessage(
         self, payload, isBinary=False, fragmentSize=None, sync=False, doNotCompress=False
