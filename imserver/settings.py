@@ -231,3 +231,58 @@ XMPP_TURN_EXTERNAL_IP = os.environ.get("XMPP_TURN_EXTERNAL_IP", "").strip()
 XMPP_TURN_ALLOW_PRIVATE_PEERS = env_bool("XMPP_TURN_ALLOW_PRIVATE_PEERS", False)
 # false: runxmpp opens no STUN/TURN listener (`manage.py runstun` runs them apart).
 XMPP_STUN_IN_RUNXMPP = env_bool("XMPP_STUN_IN_RUNXMPP", True)
+
+# The web admin console, REST API and login (admin_ui/, django-allauth).
+# Appended here so that admin_ui's templates (listed earlier) override allauth's.
+INSTALLED_APPS += [
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served by this process, not from a CDN
+]
+MIDDLEWARE += ["allauth.account.middleware.AccountMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/console/"
+# Accounts are XMPP accounts: made by an administrator (or XEP-0077), never by
+# web sign-up; they log in with their username (the JID localpart).
+ACCOUNT_ADAPTER = "admin_ui.login.ConsoleAccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_PASSWORD_MIN_LENGTH = 8  # new passwords chosen on the web
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_TOLERANCE = 1  # one 30 s period either side, for phones whose clock drifts
+MFA_TOTP_ISSUER = os.environ.get("XMPP_ADMIN_TOTP_ISSUER", f"imserver {XMPP_DOMAIN}")
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "admin_ui.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "admin_ui.api.errors.json_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "imserver admin API",
+    "DESCRIPTION": "Users, rosters, groups, live sessions, broadcast and statistics "
+    "of this XMPP server. Authenticate with 'Authorization: Token <key>'.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+# The console's statistics: one sample every XMPP_STATS_INTERVAL seconds, an hour kept.
+XMPP_STATS_INTERVAL = env_int("XMPP_STATS_INTERVAL", 10)
+# Message of the day sent to every user at login; the console can change it at run time.
+XMPP_MOTD = os.environ.get("XMPP_MOTD", "")

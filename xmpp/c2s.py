@@ -544,6 +544,7 @@ class ClientSession:
         if stanza.tag not in STANZA_KINDS:
             raise StreamError("unsupported-stanza-type", stanza.tag)
         self._check_rate()
+        self.server.stanzas_received += 1
         claimed = stanza.get("from")
         # §8.1.2.1: the server stamps 'from'; a client may only claim itself.
         if claimed is not None and claimed != self.jid_str and claimed != str(self.jid.bare):

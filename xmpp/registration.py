@@ -28,7 +28,6 @@ from __future__ import annotations
 from xml.etree.ElementTree import Element, SubElement
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 
 from .accounts import (
     AccountExists,
@@ -43,6 +42,7 @@ from .accounts import (
 from .plugins import ANSWERED, IqRequest, plugins
 from .protocol.errors import StanzaError, StreamError
 from .protocol.jid import JID
+from .runtime_settings import runtime_settings
 
 NS_REGISTER = "jabber:iq:register"
 NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"
@@ -55,7 +55,8 @@ INSTRUCTIONS_TAG = f"{{{NS_REGISTER}}}instructions"
 
 
 def registration_enabled() -> bool:
-    return bool(settings.XMPP_REGISTRATION_ENABLED)
+    # XMPP_REGISTRATION_ENABLED, or what an administrator set at run time.
+    return bool(runtime_settings.get("XMPP_REGISTRATION_ENABLED"))
 
 
 @plugins.pre_auth_stream_feature

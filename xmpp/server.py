@@ -22,6 +22,7 @@ from .authentication import CredentialStore
 from .c2s import ClientSession
 from .plugins import PluginRegistry, plugins
 from .router import Router
+from .runtime_settings import runtime_settings
 from .sessions import SessionManager
 from .tls import TlsConfig, load_tls_config
 from .transport.batching import WriteBatcher
@@ -47,16 +48,18 @@ class Limits:
 
     @classmethod
     def from_settings(cls) -> Limits:
+        # Through runtime_settings: an administrator's run-time overrides win.
+        get = runtime_settings.get
         return cls(
-            max_stanza_size=settings.XMPP_MAX_STANZA_SIZE,
-            max_depth=settings.XMPP_MAX_DEPTH,
-            max_attributes=settings.XMPP_MAX_ATTRIBUTES,
-            max_connections_per_ip=settings.XMPP_MAX_CONNECTIONS_PER_IP,
-            stanzas_per_second=settings.XMPP_STANZAS_PER_SECOND,
-            auth_timeout=settings.XMPP_AUTH_TIMEOUT,
-            max_outgoing_buffer=settings.XMPP_MAX_OUTGOING_BUFFER,
-            auth_failure_delay=settings.XMPP_AUTH_FAILURE_DELAY,
-            require_tls=settings.XMPP_REQUIRE_TLS,
+            max_stanza_size=get("XMPP_MAX_STANZA_SIZE"),
+            max_depth=get("XMPP_MAX_DEPTH"),
+            max_attributes=get("XMPP_MAX_ATTRIBUTES"),
+            max_connections_per_ip=get("XMPP_MAX_CONNECTIONS_PER_IP"),
+            stanzas_per_second=get("XMPP_STANZAS_PER_SECOND"),
+            auth_timeout=get("XMPP_AUTH_TIMEOUT"),
+            max_outgoing_buffer=get("XMPP_MAX_OUTGOING_BUFFER"),
+            auth_failure_delay=get("XMPP_AUTH_FAILURE_DELAY"),
+            require_tls=get("XMPP_REQUIRE_TLS"),
         )
 
 
@@ -92,6 +95,9 @@ class XmppServer:
         self._tasks: set[asyncio.Task] = set()
         self._open_sessions: set[ClientSession] = set()
         self.write_batcher = WriteBatcher()
+        # Stanzas received from bound clients since start; the console samples it.
+        self.stanzas_received = 0
+        self.started = time.time()
 
     @classmethod
     def from_settings(cls) -> XmppServer:
