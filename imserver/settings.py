@@ -286,3 +286,12 @@ SPECTACULAR_SETTINGS = {
 XMPP_STATS_INTERVAL = env_int("XMPP_STATS_INTERVAL", 10)
 # Message of the day sent to every user at login; the console can change it at run time.
 XMPP_MOTD = os.environ.get("XMPP_MOTD", "")
+
+# Multi-user chat (XEP-0045, the muc app): the service's subdomain, who may
+# create rooms ("anyone" local, or "admins": staff/superusers), the default
+# history length of a new room (muc#maxhistoryfetch), and how long history
+# messages wait to be written together (one bulk insert per batch).
+XMPP_MUC_SUBDOMAIN = os.environ.get("XMPP_MUC_SUBDOMAIN", "conference").strip().lower()
+XMPP_MUC_ROOM_CREATION = os.environ.get("XMPP_MUC_ROOM_CREATION", "anyone").strip().lower()
+XMPP_MUC_HISTORY_LENGTH = env_int("XMPP_MUC_HISTORY_LENGTH", 20)
+XMPP_MUC_HISTORY_FLUSH_MS = env_int("XMPP_MUC_HISTORY_FLUSH_MS", 200)
