@@ -295,3 +295,23 @@ XMPP_MUC_SUBDOMAIN = os.environ.get("XMPP_MUC_SUBDOMAIN", "conference").strip().
 XMPP_MUC_ROOM_CREATION = os.environ.get("XMPP_MUC_ROOM_CREATION", "anyone").strip().lower()
 XMPP_MUC_HISTORY_LENGTH = env_int("XMPP_MUC_HISTORY_LENGTH", 20)
 XMPP_MUC_HISTORY_FLUSH_MS = env_int("XMPP_MUC_HISTORY_FLUSH_MS", 200)
+
+# Publish-subscribe (XEP-0060) and PEP (XEP-0163), pubsub/ app.
+XMPP_PUBSUB_SUBDOMAIN = os.environ.get("XMPP_PUBSUB_SUBDOMAIN", "pubsub").strip()  # "" = off
+# Fan-outs up to this many subscribers are delivered inline; larger ones by Celery.
+XMPP_PUBSUB_INLINE_FANOUT = env_int("XMPP_PUBSUB_INLINE_FANOUT", 100)
+XMPP_PUBSUB_BATCH = env_int("XMPP_PUBSUB_BATCH", 500)  # recipients per channel-layer message
+XMPP_PUBSUB_DEFAULT_MAX_ITEMS = env_int("XMPP_PUBSUB_DEFAULT_MAX_ITEMS", 10)
+XMPP_PUBSUB_MAX_ITEMS = env_int("XMPP_PUBSUB_MAX_ITEMS", 1000)  # also what "max" means
+XMPP_PUBSUB_MAX_PAYLOAD_SIZE = env_int("XMPP_PUBSUB_MAX_PAYLOAD_SIZE", 128 * 1024)
+# Celery: a task whose worker died is given again after this many seconds
+# (Redis broker); pubsub fan-out tasks are acked late and idempotent.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("XMPP_CELERY_VISIBILITY_TIMEOUT", 300),
+    # Look for such tasks every few seconds (kombu's default is ~100 s).
+    "unacked_restore_interval": max(1, min(10, env_int("XMPP_CELERY_VISIBILITY_TIMEOUT", 300))),
+    "unacked_restore_throttle": 1,
+}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -1,4 +1,6 @@
-"""Publish-subscribe (XEP-0060) and PEP (XEP-0163); its own issue fills it in."""
+"""Publish-subscribe (XEP-0060) at pubsub.<domain> and PEP (XEP-0163) on
+user JIDs, with Celery fan-out; see pubsub/registration.py for what it
+plugs into the core."""
 
 from django.apps import AppConfig
 
@@ -6,3 +8,8 @@ from django.apps import AppConfig
 class PubsubConfig(AppConfig):
     name = "pubsub"
     verbose_name = "Publish-subscribe"
+
+    def ready(self) -> None:
+        from .registration import register
+
+        register()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import secrets
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
@@ -38,6 +39,8 @@ class Router:
         self.server_jid = JID("", domain, "")
         self._services = {f"{sub}.{domain}": h for sub, h in registry.services.items()}
         self._tasks: set[asyncio.Task] = set()
+        # IQs the server sent itself (query()), by id: (addressee, future).
+        self._queries: dict[str, tuple[str, asyncio.Future]] = {}
 
     # -- entry point -------------------------------------------------------
 
@@ -198,6 +201,8 @@ class Router:
         if iq_type not in ("get", "set"):
             if iq_type not in ("result", "error"):
                 self.bounce(stanza, StanzaError("bad-request", "invalid IQ type"))
+            elif scope == "server" and self._queries:
+                self._answered(stanza, sender)
             return  # results and errors to the server or an account end here
         if len(stanza) != 1:
             # RFC 6120 §8.2.3: a get or set has exactly one payload.
@@ -231,6 +236,37 @@ class Router:
             return
         if result is not ANSWERED:
             self.reply(request.stanza, result)
+
+    def query(self, stanza: Element, timeout: float = 10.0) -> asyncio.Future:
+        """Send an IQ get/set from the server itself (its 'from' is the domain)
+        and return a future of the answer, a result or error <iq/>; the future
+        fails with TimeoutError if none comes (e.g. disco#info of an entity-caps
+        hash, XEP-0115 §6.2). Only an answer from the addressee counts."""
+        loop = asyncio.get_running_loop()
+        query_id = stanza.get("id") or f"srv-{secrets.token_hex(8)}"
+        stanza.set("id", query_id)
+        stanza.set("from", self.domain)
+        future = loop.create_future()
+        self._queries[query_id] = (stanza.get("to") or "", future)
+
+        def expire() -> None:
+            if self._queries.get(query_id, (None, None))[1] is future:
+                del self._queries[query_id]
+            if not future.done():
+                future.set_exception(TimeoutError(f"no answer to IQ {query_id}"))
+
+        timer = loop.call_later(timeout, expire)
+        future.add_done_callback(lambda _: timer.cancel())
+        self.route(stanza, self.server_jid)
+        return future
+
+    def _answered(self, stanza: Element, sender: JID) -> None:
+        entry = self._queries.get(stanza.get("id") or "")
+        if entry is None or entry[0] != str(sender):
+            return
+        del self._queries[stanza.get("id")]
+        if not entry[1].done():
+            entry[1].set_result(stanza)
 
     def reply(self, stanza: Element, payload: Element | None) -> None:
         """Send the IQ result for `stanza`, with `payload` if any (RFC 6120 §8.2.3)."""
