@@ -26,7 +26,17 @@ from xmpp.protocol.jid import JID, InvalidJID
 
 from . import cluster, pep
 from .nodes import expire_items, store
-from .service import NS_OWNER, NS_PUBSUB, OWNER, PEP_FEATURES, PUBSUB, authorization_answer, handle
+from .service import (
+    NS_OWNER,
+    NS_PUBSUB,
+    OWNER,
+    PEP_FEATURES,
+    PUBSUB,
+    Context,
+    authorization_answer,
+    disco_items,
+    handle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,10 @@ def register() -> None:
     plugins.iq(PUBSUB, types=("get", "set"), scopes=("account",), feature=NS_PUBSUB)(pep_iq)
     plugins.iq(OWNER, types=("get", "set"), scopes=("account",), feature=NS_OWNER)(pep_iq)
     plugins.account_features.update(PEP_FEATURES)
+    # XEP-0163 §4: the account is a pubsub/pep service (Conversations looks
+    # for this identity before it uses PEP), and lists its nodes (§5.2).
+    plugins.account_identity("pubsub", "pep")
+    plugins.account_items_provider(pep_nodes)
     plugins.presence_transform(pep.on_presence)
     plugins.on_session_closed(pep.forget_session)
     plugins.listener(start)
@@ -98,6 +112,13 @@ async def pep_iq(request: IqRequest) -> Element | None:
     return await handle(
         request.router, request.stanza, request.payload, request.sender, service_jid, True
     )
+
+
+async def pep_nodes(request: IqRequest) -> list[Element]:
+    """The account's PEP nodes the requester may see, as disco items."""
+    service = await store.service(str(request.to.bare), True)
+    query = await disco_items(Context(request.router, service, request.sender), None)
+    return list(query)
 
 
 # -- runxmpp start and stop ---------------------------------------------------------

@@ -251,16 +251,24 @@ def test_bookmarks_are_private_with_publish_options(xmpp_server):
 
 
 def test_account_advertises_pep_features(xmpp_server):
-    """XEP-0163 §9: the account's disco#info carries the pubsub features."""
+    """XEP-0163 §4, §9: the account's disco#info has the pubsub/pep identity
+    (what Conversations looks for before it uses PEP) and the pubsub
+    features; its disco#items lists its nodes."""
     register(xmpp_server, "pepdisco")
 
     async def scenario():
         client = await pep_client(xmpp_server, "pepdisco")
         try:
-            info = await client.plugin["xep_0030"].get_info(jid=xmpp_server.jid("pepdisco"))
+            own = xmpp_server.jid("pepdisco")
+            info = await client.plugin["xep_0030"].get_info(jid=own)
+            assert ("pubsub", "pep", None, None) in info["disco_info"]["identities"]
             features = info["disco_info"]["features"]
             for feature in ("publish", "publish-options", "auto-create", "access-whitelist"):
                 assert f"{NS}#{feature}" in features
+            await client.plugin["xep_0172"].publish_nick("Disco")
+            items = await client.plugin["xep_0030"].get_items(jid=own)
+            nodes = [node for _jid, node, _name in items["disco_items"]["items"]]
+            assert nodes == ["http://jabber.org/protocol/nick"]
         finally:
             await disconnect(client)
 

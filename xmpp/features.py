@@ -29,9 +29,10 @@ plugins.server_features.update({NS_DISCO_INFO, NS_DISCO_ITEMS})
 plugins.account_features.update({NS_DISCO_INFO, NS_DISCO_ITEMS})
 
 
-def _info(identity: dict[str, str], features: set[str]) -> Element:
+def _info(identity: dict[str, str], features: set[str], *more: dict[str, str]) -> Element:
     query = Element(f"{{{NS_DISCO_INFO}}}query")
-    SubElement(query, f"{{{NS_DISCO_INFO}}}identity", identity)
+    for each in (identity, *more):
+        SubElement(query, f"{{{NS_DISCO_INFO}}}identity", each)
     for var in sorted(features):
         SubElement(query, f"{{{NS_DISCO_INFO}}}feature", {"var": var})
     return query
@@ -88,6 +89,7 @@ async def account_info(request: IqRequest) -> Element:
     return _info(
         {"category": "account", "type": "registered"},
         request.router.registry.account_features,
+        *request.router.registry.account_identities,
     )
 
 
@@ -96,7 +98,11 @@ async def account_items(request: IqRequest) -> Element:
     await _require_account(request)
     if request.payload.get("node"):
         return await _account_node(request, "items")
-    return Element(f"{{{NS_DISCO_ITEMS}}}query")
+    query = Element(f"{{{NS_DISCO_ITEMS}}}query")
+    for provider in request.router.registry.account_items_providers:
+        items = provider(request)
+        query.extend(await items if inspect.isawaitable(items) else items)
+    return query
 
 
 @plugins.iq(f"{{{NS_PING}}}ping", feature=NS_PING)

@@ -68,6 +68,9 @@ PresenceTransform = Callable[["ClientSession", Element], None]
 # Answers disco#info or disco#items about one node of an account with the
 # whole <query node=''/> (XEP-0030 §3.2, §4.2), or an awaitable of it.
 DiscoNodeHandler = Callable[[IqRequest], "Element | Awaitable[Element]"]
+# Lists disco#items of an account (XEP-0030 §4.1) that an app owns, e.g. its
+# PEP nodes (XEP-0163): the <item/> elements, or an awaitable of them.
+AccountItemsProvider = Callable[[IqRequest], "list[Element] | Awaitable[list[Element]]"]
 # Starts an app's own listeners on the running loop, given the bind address;
 # returns the coroutine function that stops them at shutdown.
 ListenerStarter = Callable[[str], Awaitable[Callable[[], Awaitable[None]]]]
@@ -119,6 +122,8 @@ class PluginRegistry:
     presence: PresenceHandler = field(default_factory=PresenceHandler)
     presence_transforms: list[PresenceTransform] = field(default_factory=list)
     listeners: list[ListenerStarter] = field(default_factory=list)
+    account_identities: list[dict[str, str]] = field(default_factory=list)
+    account_items_providers: list[AccountItemsProvider] = field(default_factory=list)
 
     def iq(
         self,
@@ -196,6 +201,15 @@ class PluginRegistry:
     def stanza_filter(self, stanza_filter: StanzaFilter) -> StanzaFilter:
         self.stanza_filters.append(stanza_filter)
         return stanza_filter
+
+    def account_identity(self, category: str, type: str) -> None:
+        """Add an identity to every account's disco#info, e.g. pubsub/pep (XEP-0163 §4)."""
+        self.account_identities.append({"category": category, "type": type})
+
+    def account_items_provider(self, provider: AccountItemsProvider) -> AccountItemsProvider:
+        """Add items to every account's disco#items (no node), e.g. its PEP nodes."""
+        self.account_items_providers.append(provider)
+        return provider
 
     def listener(self, starter: ListenerStarter) -> ListenerStarter:
         """Open listeners of an app's own protocol (STUN over UDP...) on runxmpp's loop."""
