@@ -402,6 +402,8 @@ def enforce_block_lists(stanza: Element, sender: JID, to: JID, router: Router) -
         return False
     if (
         stanza.tag == IQ
+        and to.local  # an account, not a service (conference., pubsub.) or a remote domain
+        and to.domain == router.domain
         and not to.resource
         and stanza.get("type") in ("get", "set")
         and not (_looked_up and id(stanza) in _looked_up)
