@@ -8,6 +8,7 @@ commands. Clients then talk to it over real sockets.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -91,6 +92,10 @@ def wait_for_port(
 
 
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a server whose files are in `data_dir`. On SQLite
+    its database is a file there; on PostgreSQL (DATABASE_URL set) it is a
+    database of its own, named after the directory, so that servers started
+    side by side (and the flushes they start with) never share accounts."""
     env = dict(os.environ)
     env.update(
         XMPP_DATA_DIR=str(data_dir),
@@ -98,8 +103,48 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
         XMPP_AUTH_FAILURE_DELAY="0.2",
         DJANGO_SETTINGS_MODULE="imserver.settings",
     )
+    if env.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        env["DATABASE_URL"] = private_database(env["DATABASE_URL"], data_dir)
     env.update(extra)
     return env
+
+
+def _database_name(data_dir: Path) -> str:
+    digest = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return f"test_{digest}"
+
+
+def private_database(base_url: str, data_dir: Path) -> str:
+    """Create (once) the PostgreSQL database of the server in `data_dir`, on
+    the server `base_url` names; return its URL."""
+    import psycopg
+    from psycopg import sql
+
+    name = _database_name(data_dir)
+    with psycopg.connect(base_url, autocommit=True) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+        ).fetchone()
+        if not exists:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return base_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_private_database(server: RunningServer) -> None:
+    base_url = os.environ.get("DATABASE_URL", "")
+    if not base_url.startswith(("postgres://", "postgresql://")):
+        return
+    if server.env.get("DATABASE_URL") != private_database(base_url, server.data_dir):
+        return  # the test gave it a database of its own choosing
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(base_url, autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(_database_name(server.data_dir))
+            )
+        )
 
 
 def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
@@ -144,7 +189,9 @@ def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
     return server
 
 
-def stop_server(server: RunningServer, timeout: float = 15) -> int:
+def stop_server(server: RunningServer, timeout: float = 15, drop_database: bool = True) -> int:
+    """SIGTERM, then the server's own PostgreSQL database is dropped, unless
+    `drop_database` is false (a test that starts it again on the same data)."""
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:
@@ -152,6 +199,8 @@ def stop_server(server: RunningServer, timeout: float = 15) -> int:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+    if drop_database:
+        drop_private_database(server)
     return server.process.returncode
 
 

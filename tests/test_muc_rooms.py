@@ -323,7 +323,7 @@ def test_persistent_room_survives_a_restart(tmp_path):
                 await disconnect(ann)
 
         asyncio.run(before())
-        assert stop_server(server) == 0
+        assert stop_server(server, drop_database=False) == 0
         server = start_server(tmp_path / "muc-restart")
 
         async def after():

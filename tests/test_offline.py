@@ -382,7 +382,7 @@ def test_offline_messages_survive_a_restart(tmp_path):
             assert time.monotonic() < deadline, "the message was never stored"
             time.sleep(0.2)
     finally:
-        assert stop_server(server) == 0
+        assert stop_server(server, drop_database=False) == 0
     server = start_server(tmp_path)
     try:
 

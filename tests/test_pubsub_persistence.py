@@ -38,7 +38,7 @@ def test_nodes_items_and_subscriptions_survive_a_restart(tmp_path):
                 await disconnect(owner, reader)
 
         run(before)
-        assert stop_server(server) == 0
+        assert stop_server(server, drop_database=False) == 0
         server = start_server(data_dir)
 
         async def after():
