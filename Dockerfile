@@ -12,5 +12,5 @@ COPY admin_ui admin_ui
 COPY manage.py ./
 RUN pip install --no-cache-dir .
 VOLUME /data
-EXPOSE 5222 5223 5280 5281
+EXPOSE 5222 5223 5280 5281 3478/udp 3478/tcp
 CMD ["python", "manage.py", "runxmpp"]
