@@ -50,6 +50,7 @@ class WebSocketStream:
         "peer",
         "secure",
         "direct",
+        "_batch",
         "_queued",
         "_out",
         "_sending",
@@ -64,6 +65,7 @@ class WebSocketStream:
         self.secure = secure
         # Daphne's protocol when it can take frames straight (websocket_frames).
         self.direct = None
+        self._batch: list[bytes] | None = None  # frames of this loop turn, for direct
         self._queued = 0  # bytes in _out
         self._out: deque[bytes | None] = deque()
         self._sending = False
@@ -73,31 +75,51 @@ class WebSocketStream:
     def buffered(self) -> int:
         """Bytes not yet taken by the client's socket, for the session's limit."""
         direct = self.direct
-        return self._queued + (direct.buffered() if direct is not None else 0)
+        queued = self._queued + sum(map(len, self._batch)) if self._batch else self._queued
+        return queued + (direct.buffered() if direct is not None else 0)
 
     def write(self, data: bytes) -> None:
-        """Send one frame: straight to the socket when Daphne's protocol can
-        take it and nothing is queued before it; else queue it for the ASGI
-        send, in order, from one task at a time."""
+        """Send one frame. When Daphne's protocol can take frames straight and
+        nothing is queued before it, the frames of this loop turn leave
+        together at its end, in one write (transport/batching.py); else the
+        frame is queued for the ASGI send, in order, from one task at a time."""
         if self._closed:
             return
-        direct = self.direct
-        if direct is not None and not self._out and direct.send_text_now(data):
+        if self.direct is not None and not self._out and self.direct.can_send_text():
+            if self._batch is None:
+                self._batch = [data]
+                self.server.write_batcher.mark(self)
+            else:
+                self._batch.append(data)
             return
+        self.flush()
         self._out.append(data)
         self._queued += len(data)
+        self._start_sending()
+
+    def flush(self) -> None:
+        """Write this turn's frames straight (WriteBatcher calls it)."""
+        batch, self._batch = self._batch, None
+        if not batch or self._closed:  # gone meanwhile: nobody to write to
+            return
+        if self.direct is not None and not self._out and self.direct.send_texts(batch):
+            return
+        self._out.extend(batch)
+        self._queued += sum(map(len, batch))
         self._start_sending()
 
     def close(self) -> None:
         """Close the WebSocket once the frames queued before have been sent."""
         if self._closed:
             return
+        self.flush()
         self._closed = True
         self._out.append(None)
         self._start_sending()
 
     def abort(self) -> None:
         self._closed = True
+        self._batch = None
         self._out.clear()
         self._queued = 0
         self._out.append(None)

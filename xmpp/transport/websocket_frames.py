@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
 from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet.tcp import Connection
 
 _FINAL_TEXT = 0x81  # FIN, no RSV bits, opcode 1 (RFC 6455 §5.2)
 _MASKED = 0x80
@@ -74,30 +75,64 @@ class XmppWebSocketProtocol(WebSocketProtocol):
     def attach(self, frame_receiver: Callable[[bytes], None] | None) -> None:
         self.frame_receiver = frame_receiver
 
-    def send_text_now(self, payload: bytes) -> bool:
-        """Write one text message as a frame now, if nothing stands before it."""
-        if (
+    def can_send_text(self) -> bool:
+        """Whether a text message may go out as one frame now: nothing of
+        autobahn's (a fragmented message, queued data) stands before it."""
+        return (
             self.state == _OPEN
             and self.send_state == _SEND_GROUND
             and self._perMessageCompress is None
             and not self.autoFragmentSize
             and not self.send_queue
-        ):
+        )
+
+    def send_text_now(self, payload: bytes) -> bool:
+        """Write one text message as a frame now, if nothing stands before it."""
+        if self.can_send_text():
             self.transport.write(text_frame(payload))
             return True
         return False
 
+    def send_texts(self, payloads: list[bytes]) -> bool:
+        """Write text messages, a frame each, in one write; False if they may not go now."""
+        if not self.can_send_text():
+            return False
+        data = b"".join([text_frame(payload) for payload in payloads])
+        transport = self.transport
+        # Plain TCP only: under TLS (wss) the transport is Twisted's TLS
+        # wrapper, which encrypts in its own write.
+        if isinstance(transport, Connection) and not self._twisted_buffered(transport):
+            # Plain TCP with nothing waiting in Twisted: send now, one system
+            # call, instead of buffering for the reactor's next turn (a send
+            # and two epoll changes); what the socket does not take, Twisted
+            # keeps and sends as usual.
+            try:
+                sent = transport.socket.send(data)
+            except OSError:  # EAGAIN, or an error Twisted meets on its own write
+                sent = 0
+            if sent == len(data):
+                return True
+            data = data[sent:]
+        self.transport.write(data)
+        return True
+
     def buffered(self) -> int:
         """Bytes written and not yet taken by the socket (Twisted's buffer,
         under TLS the one below it): what a client that does not read grows."""
-        socket = self._socket_transport
-        if socket is None:
-            socket = self.transport
-            while socket is not None and not hasattr(socket, "_tempDataLen"):
-                socket = getattr(socket, "transport", None)
-            if socket is None:
-                return 0
-            self._socket_transport = socket
+        socket = self._socket_transport or self._find_socket_transport()
+        return 0 if socket is None else self._twisted_buffered(socket)
+
+    def _find_socket_transport(self):
+        """Twisted's TCP transport: ours, or under TLS the one beneath it
+        (the TLS wrapper passes attribute look-ups through, so test the type)."""
+        socket = self.transport
+        while socket is not None and not isinstance(socket, Connection):
+            socket = getattr(socket, "transport", None)
+        self._socket_transport = socket
+        return socket
+
+    @staticmethod
+    def _twisted_buffered(socket) -> int:
         return len(socket.dataBuffer) - socket.offset + socket._tempDataLen
 
     def dataReceived(self, data: bytes) -> None:
