@@ -164,9 +164,7 @@ async def expect_message_error(
     assert error["error"]["type"] == "cancel"
 
 
-def test_groupchat_message_to_user_without_session_gets_service_unavailable(
-    xmpp_server, accounts
-):
+def test_groupchat_message_to_user_without_session_gets_service_unavailable(xmpp_server, accounts):
     """A groupchat message to an account with no available resource is answered
     with <service-unavailable/>; it is never stored offline (RFC 6121 §8.5.2.2.1)."""
 

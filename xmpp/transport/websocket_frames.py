@@ -100,8 +100,12 @@ class XmppWebSocketProtocol(WebSocketProtocol):
         data = b"".join([text_frame(payload) for payload in payloads])
         transport = self.transport
         # Plain TCP only: under TLS (wss) the transport is Twisted's TLS
-        # wrapper, which encrypts in its own write.
-        if isinstance(transport, Connection) and not self._twisted_buffered(transport):
+        # wrapper (or a Connection with TLS started), which encrypts in its write.
+        if (
+            isinstance(transport, Connection)
+            and not transport.TLS
+            and not self._twisted_buffered(transport)
+        ):
             # Plain TCP with nothing waiting in Twisted: send now, one system
             # call, instead of buffering for the reactor's next turn (a send
             # and two epoll changes); what the socket does not take, Twisted
