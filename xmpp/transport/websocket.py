@@ -250,7 +250,7 @@ def _daphne_protocol(send):
     server.handle_reply, protocol). Under any other server, None."""
     args = getattr(send, "args", ())
     protocol = args[0] if args else None
-    return protocol if hasattr(protocol, "send_text_now") else None
+    return protocol if hasattr(protocol, "attach") and hasattr(protocol, "send_texts") else None
 
 
 def _origin_allowed(scope) -> bool:
