@@ -76,9 +76,18 @@ EDITABLE = {
             "XMPP_STANZAS_PER_SECOND",
             "Stanzas per second per session",
             int,
-            "A client over this rate is disconnected with <policy-violation/>.",
+            "A client over this rate is read more slowly (never disconnected); "
+            "a burst of twice the rate passes at once.",
             minimum=1,
             maximum=1_000_000,
+        ),
+        Editable(
+            "XMPP_C2S_BYTES_PER_SECOND",
+            "Bytes per second per session",
+            int,
+            "A client sending more is read more slowly; 0 for no limit.",
+            minimum=0,
+            maximum=1_000_000_000,
         ),
         Editable(
             "XMPP_MAX_CONNECTIONS_PER_IP",

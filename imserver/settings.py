@@ -38,12 +38,17 @@ XMPP_REQUIRE_TLS = env_bool("XMPP_REQUIRE_TLS", True)
 XMPP_SCRAM_ITERATIONS = env_int("XMPP_SCRAM_ITERATIONS", 4096)
 XMPP_OFFLINE_QUOTA = env_int("XMPP_OFFLINE_QUOTA", 1000)  # XEP-0160 messages kept per account
 
-# Limits (RFC 6120 §13.12); a client over a limit gets <policy-violation/>.
+# Limits (RFC 6120 §13.12). Rates shape (xmpp/shaping.py): a client over one
+# is read more slowly, never disconnected; what shaping cannot bound (size,
+# depth, a client that never reads) ends the stream with <policy-violation/>.
 XMPP_MAX_STANZA_SIZE = env_int("XMPP_MAX_STANZA_SIZE", 256 * 1024)
 XMPP_MAX_DEPTH = env_int("XMPP_MAX_DEPTH", 64)
 XMPP_MAX_ATTRIBUTES = env_int("XMPP_MAX_ATTRIBUTES", 64)
 XMPP_MAX_CONNECTIONS_PER_IP = env_int("XMPP_MAX_CONNECTIONS_PER_IP", 100)
 XMPP_STANZAS_PER_SECOND = env_int("XMPP_STANZAS_PER_SECOND", 500)
+XMPP_STANZAS_BURST = env_int("XMPP_STANZAS_BURST", 0)  # 0: two seconds' worth
+XMPP_C2S_BYTES_PER_SECOND = env_int("XMPP_C2S_BYTES_PER_SECOND", 256 * 1024)  # 0: no limit
+XMPP_C2S_BYTES_BURST = env_int("XMPP_C2S_BYTES_BURST", 0)  # 0: two seconds' worth
 XMPP_AUTH_TIMEOUT = env_int("XMPP_AUTH_TIMEOUT", 30)
 XMPP_MAX_OUTGOING_BUFFER = env_int("XMPP_MAX_OUTGOING_BUFFER", 1024 * 1024)
 # RFC 7395 over ws:// on a development server: count the stream as secure

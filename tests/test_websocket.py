@@ -184,6 +184,7 @@ def test_client_that_does_not_read_is_disconnected_and_others_carry_on(tmp_path)
         REDIS_URL="",
         XMPP_MAX_OUTGOING_BUFFER="262144",
         XMPP_STANZAS_PER_SECOND="100000",
+        XMPP_C2S_BYTES_PER_SECOND="0",
     )
     try:
         server.manage("register", "--from-file", "-", input=f"slow {PASSWORD}\nfast {PASSWORD}\n")

@@ -44,6 +44,7 @@ from .protocol.xml import (
     escape_attr,
     serialize,
 )
+from .shaping import StreamShaper
 
 if TYPE_CHECKING:
     from .server import XmppServer
@@ -88,8 +89,8 @@ class ClientSession:
         "_sasl_mechanism",
         "_sasl_stage",
         "_auth_attempts",
-        "_tokens",
-        "_last_refill",
+        "_shaper",
+        "_resume_timer",
         "_auth_timer",
     )
 
@@ -119,8 +120,8 @@ class ClientSession:
         self._sasl_mechanism = ""
         self._sasl_stage = 0
         self._auth_attempts = 0
-        self._tokens = float(server.limits.stanzas_per_second)
-        self._last_refill = time.monotonic()
+        self._shaper = StreamShaper(server.limits, time.monotonic())
+        self._resume_timer: asyncio.TimerHandle | None = None
         # RFC 6120 §13.12 item 4: an unauthenticated stream does not linger.
         self._auth_timer = asyncio.get_running_loop().call_later(
             server.limits.auth_timeout, self._auth_timed_out
@@ -142,9 +143,14 @@ class ClientSession:
 
     # -- bytes in ------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data, size: int | None = None) -> None:
+        """What the transport read: bytes, or for BOSH a parsed <body/> of
+        `size` bytes."""
         if self._closing and self.parser.closed:
             return
+        limits = self.server.limits
+        now = time.monotonic()
+        self._shaper.read(len(data) if size is None else size, limits, now)
         try:
             events = self.parser.feed(data)
         except StreamError as exc:
@@ -152,12 +158,29 @@ class ClientSession:
             return
         if self._pending is not None:
             self._pending.extend(events)
-        elif events:
+            return
+        if events:
             self._process(events)
+        if self._pending is None and not self._closing and limits.bytes_per_second:
+            delay = self._shaper.pause(limits, now, stanza_waiting=False)
+            if delay:
+                self._hold([], delay)
 
-    def _process(self, events: list) -> None:
+    def _process(self, events: list, shaped: bool = True) -> None:
+        limits = self.server.limits
+        now = time.monotonic()
         for index, event in enumerate(events):
             if self._closing and not isinstance(event, StreamClosed):
+                return
+            if (
+                shaped
+                and self.jid is not None
+                and isinstance(event, Element)
+                and not self._shaper.admit_stanza(limits, now)
+            ):
+                # Over XMPP_STANZAS_PER_SECOND: this stanza and what follows
+                # wait, in order, while the transport stops reading.
+                self._hold(events[index:], self._shaper.pause(limits, now, stanza_waiting=True))
                 return
             try:
                 pending_work = self._handle_event(event)
@@ -175,6 +198,30 @@ class ClientSession:
                 self.server.spawn(self._complete(pending_work))
                 return
 
+    def _hold(self, events: list, delay: float) -> None:
+        """Stop reading for `delay` seconds (shaping, xmpp/shaping.py): the
+        client's TCP window fills and it slows down; nothing is refused."""
+        self._pending = list(events)
+        self.transport.pause_reading()
+        self._resume_timer = asyncio.get_running_loop().call_later(delay, self._release)
+
+    def _release(self) -> None:
+        """Resume reading once the budgets allow, then handle what waited."""
+        self._resume_timer = None
+        if self._closing:
+            return
+        pending = self._pending or []
+        limits = self.server.limits
+        stanza_waiting = self.jid is not None and bool(pending) and isinstance(pending[0], Element)
+        delay = self._shaper.pause(limits, time.monotonic(), stanza_waiting)
+        if delay:
+            self._resume_timer = asyncio.get_running_loop().call_later(delay, self._release)
+            return
+        self._pending = None
+        self.transport.resume_reading()
+        if pending:
+            self._process(pending)
+
     async def _complete(self, work) -> None:
         try:
             await work
@@ -183,15 +230,12 @@ class ClientSession:
         except Exception:
             log.exception("session %r failed", self)
             self.stream_error(StreamError("internal-server-error"))
-        pending, self._pending = self._pending or [], None
         if self._restart:
             self._restart = False
-            pending = []  # the old stream's leftovers (RFC 6120 §6.4.6)
+            self._pending = []  # the old stream's leftovers (RFC 6120 §6.4.6)
         if self._closing:
             return
-        self.transport.resume_reading()
-        if pending:
-            self._process(pending)
+        self._release()
 
     def _handle_event(self, event):
         if isinstance(event, Element):
@@ -543,7 +587,6 @@ class ClientSession:
     def _handle_stanza(self, stanza: Element):
         if stanza.tag not in STANZA_KINDS:
             raise StreamError("unsupported-stanza-type", stanza.tag)
-        self._check_rate()
         self.server.stanzas_received += 1
         claimed = stanza.get("from")
         # §8.1.2.1: the server stamps 'from'; a client may only claim itself.
@@ -569,16 +612,6 @@ class ClientSession:
             self._send_error(stanza, StanzaError("not-allowed", "a resource is already bound"))
             return
         self.server.router.route(stanza, self.jid, self)
-
-    def _check_rate(self) -> None:
-        """A token bucket of XMPP_STANZAS_PER_SECOND (RFC 6120 §13.12 item 5)."""
-        now = time.monotonic()
-        rate = self.server.limits.stanzas_per_second
-        tokens = min(float(rate), self._tokens + (now - self._last_refill) * rate)
-        self._last_refill = now
-        if tokens < 1:
-            raise StreamError("policy-violation", "too many stanzas per second")
-        self._tokens = tokens - 1
 
     def _broadcast_presence(self, presence: Element):
         """Presence without 'to' (RFC 6121 §4.2, §4.4, §4.5): the session's own
@@ -675,6 +708,9 @@ class ClientSession:
 
     def _close_now(self) -> None:
         self._closing = True
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
         self._unbind()
         self.transport.close()
 
@@ -684,6 +720,13 @@ class ClientSession:
             self.stream_error(StreamError("connection-timeout", "authenticate sooner"))
 
     def connection_lost(self) -> None:
+        if self._resume_timer is not None:
+            # Stanzas read while the stream was held by shaping were taken
+            # from the client: they are handled, not lost with the connection.
+            self._resume_timer.cancel()
+            self._resume_timer = None
+            pending, self._pending = self._pending or [], None
+            self._process(pending, shaped=False)
         self._closing = True
         if self._auth_timer is not None:
             self._auth_timer.cancel()

@@ -41,6 +41,9 @@ class Limits:
     max_attributes: int
     max_connections_per_ip: int
     stanzas_per_second: int
+    stanzas_burst: int
+    bytes_per_second: int
+    bytes_burst: int
     auth_timeout: float
     max_outgoing_buffer: int
     auth_failure_delay: float
@@ -50,12 +53,17 @@ class Limits:
     def from_settings(cls) -> Limits:
         # Through runtime_settings: an administrator's run-time overrides win.
         get = runtime_settings.get
+        stanza_rate = get("XMPP_STANZAS_PER_SECOND")
+        byte_rate = get("XMPP_C2S_BYTES_PER_SECOND")
         return cls(
             max_stanza_size=get("XMPP_MAX_STANZA_SIZE"),
             max_depth=get("XMPP_MAX_DEPTH"),
             max_attributes=get("XMPP_MAX_ATTRIBUTES"),
             max_connections_per_ip=get("XMPP_MAX_CONNECTIONS_PER_IP"),
-            stanzas_per_second=get("XMPP_STANZAS_PER_SECOND"),
+            stanzas_per_second=stanza_rate,
+            stanzas_burst=get("XMPP_STANZAS_BURST") or 2 * stanza_rate,
+            bytes_per_second=byte_rate,
+            bytes_burst=get("XMPP_C2S_BYTES_BURST") or 2 * byte_rate,
             auth_timeout=get("XMPP_AUTH_TIMEOUT"),
             max_outgoing_buffer=get("XMPP_MAX_OUTGOING_BUFFER"),
             auth_failure_delay=get("XMPP_AUTH_FAILURE_DELAY"),

@@ -150,6 +150,11 @@ class ServerSettingsSerializer(serializers.Serializer):
         min_value=EDITABLE["XMPP_STANZAS_PER_SECOND"].minimum,
         max_value=EDITABLE["XMPP_STANZAS_PER_SECOND"].maximum,
     )
+    XMPP_C2S_BYTES_PER_SECOND = serializers.IntegerField(
+        required=False,
+        min_value=EDITABLE["XMPP_C2S_BYTES_PER_SECOND"].minimum,
+        max_value=EDITABLE["XMPP_C2S_BYTES_PER_SECOND"].maximum,
+    )
     XMPP_MAX_CONNECTIONS_PER_IP = serializers.IntegerField(
         required=False,
         min_value=EDITABLE["XMPP_MAX_CONNECTIONS_PER_IP"].minimum,

@@ -78,6 +78,10 @@ class BoshSession:
         self._finished = False
         self._flush_soon = False
         self._timer: asyncio.TimerHandle | None = None
+        # Cleared while the session has stopped reading (shaping, a SASL
+        # look-up): a request's stanzas then wait, and so does its response.
+        self._reading = asyncio.Event()
+        self._reading.set()
 
     # -- the transport interface of ClientSession ----------------------------
 
@@ -100,6 +104,7 @@ class BoshSession:
         if self.closed:
             return
         self.closed = True
+        self._reading.set()  # requests waiting to be read find the session closed
         self._finish()
         self._flush()
 
@@ -108,18 +113,21 @@ class BoshSession:
         self.close()
 
     def pause_reading(self) -> None:
-        """Requests cannot wait; the session queues what arrives meanwhile."""
+        """Hold the next requests' payloads, and so their responses: a BOSH
+        client has at most `hold` + 1 requests out, so it stops sending."""
+        self._reading.clear()
 
     def resume_reading(self) -> None:
-        pass
+        self._reading.set()
 
     # -- requests ------------------------------------------------------------
 
-    def start(self, body, rid: int) -> bytes:
-        """The session creation request (XEP-0124 §7, XEP-0206 §5): the answer
-        carries the session's parameters and the stream features."""
+    def start(self, body, rid: int, size: int) -> bytes:
+        """The session creation request (XEP-0124 §7, XEP-0206 §5), of `size`
+        bytes: the answer carries the session's parameters and the stream
+        features."""
         self.rid = rid
-        self.session.data_received(body)
+        self.session.data_received(body, size)
         attrs = {
             "sid": self.sid,
             "wait": self.wait,
@@ -143,7 +151,7 @@ class BoshSession:
             self._start_timer()
         return response
 
-    async def request(self, body, rid: int) -> bytes:
+    async def request(self, body, rid: int, size: int) -> bytes:
         # XEP-0124 §14.3: a rid already answered gets the same answer again;
         # one too far ahead or too old ends the session with item-not-found.
         if rid <= self.rid:
@@ -173,7 +181,12 @@ class BoshSession:
         if not self.closed and (
             len(body) or body.get("type") == "terminate" or body.get(f"{{{NS_XBOSH}}}restart")
         ):
-            self.session.data_received(body)
+            # A resume may be followed at once by the next pause (shaping
+            # lets a few stanzas through at a time): wait until reading stays on.
+            while not self._reading.is_set():
+                await self._reading.wait()
+            if not self.closed:
+                self.session.data_received(body, size)
         return await self._hold(rid)
 
     async def _hold(self, rid: int) -> bytes:
@@ -316,7 +329,7 @@ async def http_bind(request) -> HttpResponse:
     bosh = _sessions.get(sid)
     if bosh is None:
         return _reply(request, _terminate("item-not-found"))
-    return _reply(request, await bosh.request(body, rid))
+    return _reply(request, await bosh.request(body, rid, len(request.body)))
 
 
 def _create(request, server, body, rid: int) -> bytes:
@@ -339,7 +352,7 @@ def _create(request, server, body, rid: int) -> bytes:
     bosh.session = ClientSession(server, bosh)
     server.session_opened(bosh.session)
     _sessions[bosh.sid] = bosh
-    return bosh.start(body, rid)
+    return bosh.start(body, rid, len(request.body))
 
 
 def _reply(request, payload: bytes, status: int = 200) -> HttpResponse:

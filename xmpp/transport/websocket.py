@@ -126,10 +126,16 @@ class WebSocketStream:
         self._start_sending()
 
     def pause_reading(self) -> None:
-        """A consumer cannot stop reading; the session queues what arrives."""
+        """Stop reading the socket (Twisted's transport is a push producer);
+        frames already read reach the session, which keeps them in order.
+        Under a server other than runxmpp's Daphne there is no socket to
+        pause, and the session only queues."""
+        if self.direct is not None and not self._closed:
+            self.direct.transport.pauseProducing()
 
     def resume_reading(self) -> None:
-        pass
+        if self.direct is not None and not self._closed:
+            self.direct.transport.resumeProducing()
 
     def _start_sending(self) -> None:
         if not self._sending:
