@@ -20,14 +20,13 @@ from xml.etree.ElementTree import Element
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
-from xmpp.plugins import IqRequest, plugins
+from xmpp.plugins import IqRequest, NotAFeature, plugins
 from xmpp.protocol.errors import StanzaError
 from xmpp.protocol.jid import JID, InvalidJID
 
 from . import cluster, pep
 from .nodes import expire_items, store
 from .service import (
-    NS_OWNER,
     NS_PUBSUB,
     OWNER,
     PEP_FEATURES,
@@ -41,6 +40,10 @@ from .service import (
 log = logging.getLogger(__name__)
 
 EXPIRY_SWEEP_SECONDS = 60
+OWNER_IS_NO_FEATURE = NotAFeature(
+    "XEP-0060 §10: owner use cases are advertised as the pubsub#config-node, "
+    "pubsub#delete-nodes, ... features (PEP_FEATURES), not as the #owner namespace"
+)
 
 
 def register() -> None:
@@ -48,7 +51,9 @@ def register() -> None:
     if subdomain:
         plugins.service(subdomain, service_stanza)
     plugins.iq(PUBSUB, types=("get", "set"), scopes=("account",), feature=NS_PUBSUB)(pep_iq)
-    plugins.iq(OWNER, types=("get", "set"), scopes=("account",), feature=NS_OWNER)(pep_iq)
+    plugins.iq(OWNER, types=("get", "set"), scopes=("account",), feature=OWNER_IS_NO_FEATURE)(
+        pep_iq
+    )
     plugins.account_features.update(PEP_FEATURES)
     # XEP-0163 §4: the account is a pubsub/pep service (Conversations looks
     # for this identity before it uses PEP), and lists its nodes (§5.2).

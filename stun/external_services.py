@@ -74,7 +74,9 @@ def services(request: IqRequest) -> Element:
     return result
 
 
-@plugins.iq(f"{{{NS_EXTDISCO}}}credentials", types=("get",), scopes=("server",))
+@plugins.iq(
+    f"{{{NS_EXTDISCO}}}credentials", types=("get",), scopes=("server",), feature=NS_EXTDISCO
+)
 def credentials(request: IqRequest) -> Element:
     """§3.3: fresh credentials for one service named by host and type (and port)."""
     asked = request.payload.find(f"{{{NS_EXTDISCO}}}service")

@@ -91,12 +91,19 @@ async def disconnect(*clients: Client) -> None:
 class RawStream:
     """A blocking socket speaking raw XML, optionally upgraded with STARTTLS."""
 
-    def __init__(self, server: RunningServer, direct_tls: bool = False) -> None:
+    def __init__(
+        self,
+        server: RunningServer,
+        direct_tls: bool = False,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls_context` (for direct TLS and STARTTLS) defaults to insecure_context()."""
         self.server = server
+        self.tls_context = tls_context or insecure_context()
         port = server.tls_port if direct_tls else server.c2s_port
         sock = socket.create_connection((server.host, port), timeout=10)
         if direct_tls:
-            sock = insecure_context().wrap_socket(sock, server_hostname=server.domain)
+            sock = self.tls_context.wrap_socket(sock, server_hostname=server.domain)
         self.sock = sock
         self.buffer = b""
 
@@ -113,7 +120,7 @@ class RawStream:
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         self.read_until(b"<proceed")
         self.buffer = b""
-        self.sock = insecure_context().wrap_socket(self.sock, server_hostname=self.server.domain)
+        self.sock = self.tls_context.wrap_socket(self.sock, server_hostname=self.server.domain)
         return self.open()
 
     def read_until(self, marker: bytes | str, timeout: float = 10) -> bytes:

@@ -306,6 +306,10 @@ def test_extensions_after_the_nonce_are_ignored():
 # Channel binding (RFC 5802 §6, RFC 9266, RFC 5929).
 
 CHANNEL_BINDING = {"tls-exporter": b"exporter-bytes", "tls-server-end-point": b"cert-hash"}
+# What a TLS 1.2 connection gives (xmpp/tls.py): tls-unique and tls-server-end-point.
+TLS_1_2_BINDING = {"tls-unique": b"finished-message", "tls-server-end-point": b"cert-hash"}
+# What a TLS 1.3 connection gives: no tls-unique (RFC 9266 §1).
+TLS_1_3_BINDING = {"tls-server-end-point": b"cert-hash"}
 
 
 @pytest.mark.parametrize("cb_type", ["tls-exporter", "tls-server-end-point"])
@@ -318,6 +322,42 @@ def test_plus_with_the_connections_binding_succeeds(hash_name, cb_type):
         server, client, credentials("pencil", hash_name), CHANNEL_BINDING[cb_type]
     )
     assert verifier == client.expected_verifier
+
+
+@pytest.mark.parametrize("hash_name", ["SHA-1", "SHA-256"])
+def test_plus_with_tls_unique_succeeds(hash_name):
+    """RFC 5802 §6: tls-unique, the binding every -PLUS server MUST implement."""
+    server = ScramServer.for_mechanism(f"SCRAM-{hash_name}-PLUS", TLS_1_2_BINDING)
+    client = ScramClient(hash_name, "user", "pencil", gs2_header="p=tls-unique,,")
+    verifier = run_exchange(
+        server, client, credentials("pencil", hash_name), TLS_1_2_BINDING["tls-unique"]
+    )
+    assert verifier == client.expected_verifier
+
+
+def test_tls_unique_with_another_types_data_is_not_authorized():
+    """c= must carry the data of the type the gs2 header names."""
+    server = ScramServer("SHA-256", TLS_1_2_BINDING, plus=True)
+    client = ScramClient("SHA-256", "user", "pencil", gs2_header="p=tls-unique,,")
+    with pytest.raises(SaslFailure) as failure:
+        run_exchange(server, client, credentials(), TLS_1_2_BINDING["tls-server-end-point"])
+    assert failure.value.condition == "not-authorized"
+
+
+def test_tls_unique_on_a_connection_without_it_is_not_authorized():
+    """On TLS 1.3 the transport gives no tls-unique; p=tls-unique fails at once."""
+    server = ScramServer.for_mechanism("SCRAM-SHA-256-PLUS", TLS_1_3_BINDING)
+    with pytest.raises(SaslFailure) as failure:
+        server.client_first(b"p=tls-unique,,n=user,r=abc")
+    assert failure.value.condition == "not-authorized"
+
+
+@pytest.mark.parametrize("binding", [TLS_1_2_BINDING, TLS_1_3_BINDING], ids=["tls1.2", "tls1.3"])
+def test_y_flag_fails_on_either_tls_version(binding):
+    """RFC 5802 §6: we offer -PLUS on both versions, so "y" is a downgrade on both."""
+    with pytest.raises(SaslFailure) as failure:
+        ScramServer.for_mechanism("SCRAM-SHA-256", binding).client_first(b"y,,n=user,r=abc")
+    assert failure.value.condition == "not-authorized"
 
 
 def test_plus_with_other_binding_data_is_not_authorized():
@@ -414,7 +454,14 @@ def test_without_tls_only_scram_without_plus_is_offered():
 
 def test_with_tls_but_no_channel_binding_plain_is_added():
     """PLAIN is offered inside TLS; -PLUS needs a channel binding we know."""
-    assert offered_mechanisms(True, ["tls-unique"]) == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+    assert offered_mechanisms(True, []) == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+    assert offered_mechanisms(True, ["tls-foo"]) == ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]
+
+
+@pytest.mark.parametrize("cb_type", ["tls-unique", "tls-server-end-point", "tls-exporter"])
+def test_each_known_binding_type_makes_plus_offered(cb_type):
+    """Any one binding type SCRAM knows is enough for -PLUS."""
+    assert offered_mechanisms(True, [cb_type])[:2] == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]
 
 
 def test_with_channel_binding_plus_mechanisms_come_first():

@@ -72,9 +72,6 @@ LOADED = "blocking.loaded"
 INTERESTED = "blocking.interested"  # the sessions that asked for the list
 
 
-# §3.1 has the client ask its server; clients also ask the account.
-plugins.server_features.add(NS_BLOCKING)
-
 # IQs held for a look-up in the stored list, routed on afterwards: they must
 # pass this filter (other filters still see them). Keyed by id(), each entry
 # lives only while route() runs, which is synchronous. Refusals go out with
@@ -208,7 +205,10 @@ def _items(payload: Element) -> list[JID]:
     return list(jids)
 
 
-@plugins.iq(BLOCKLIST, types=("get",), scopes=("account",), feature=NS_BLOCKING)
+# §3.1 has the client ask its server; clients also ask the account.
+@plugins.iq(
+    BLOCKLIST, types=("get",), scopes=("account",), feature=NS_BLOCKING, advertised_on=("server",)
+)
 def get_block_list(request: IqRequest):
     """§3.2: the list; the asking resource now gets the pushes (§3.3, §3.4)."""
     account = _own_account(request)
@@ -231,7 +231,7 @@ def _list_element(blocked: set[JID]) -> Element:
     return blocklist
 
 
-@plugins.iq(BLOCK, types=("set",), scopes=("account",))
+@plugins.iq(BLOCK, types=("set",), scopes=("account",), feature=NS_BLOCKING)
 def block(request: IqRequest):
     """§3.3: block one or more JIDs; a <block/> without items is a bad request."""
     account = _own_account(request)
@@ -266,7 +266,7 @@ async def _block(request: IqRequest, account: AccountState, jids: list[JID], new
     return ANSWERED
 
 
-@plugins.iq(UNBLOCK, types=("set",), scopes=("account",))
+@plugins.iq(UNBLOCK, types=("set",), scopes=("account",), feature=NS_BLOCKING)
 def unblock(request: IqRequest):
     """§3.4 unblock the JIDs listed; §3.5 everything when none is."""
     account = _own_account(request)

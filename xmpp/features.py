@@ -25,9 +25,6 @@ NS_TIME = "urn:xmpp:time"
 
 SERVER_NAME = "imserver"
 
-plugins.server_features.update({NS_DISCO_INFO, NS_DISCO_ITEMS})
-plugins.account_features.update({NS_DISCO_INFO, NS_DISCO_ITEMS})
-
 
 def _info(identity: dict[str, str], features: set[str], *more: dict[str, str]) -> Element:
     query = Element(f"{{{NS_DISCO_INFO}}}query")
@@ -38,7 +35,7 @@ def _info(identity: dict[str, str], features: set[str], *more: dict[str, str]) -
     return query
 
 
-@plugins.iq(f"{{{NS_DISCO_INFO}}}query")
+@plugins.iq(f"{{{NS_DISCO_INFO}}}query", feature=NS_DISCO_INFO)
 def server_info(request: IqRequest) -> Element:
     if request.payload.get("node"):
         raise StanzaError("item-not-found")
@@ -48,7 +45,7 @@ def server_info(request: IqRequest) -> Element:
     )
 
 
-@plugins.iq(f"{{{NS_DISCO_ITEMS}}}query")
+@plugins.iq(f"{{{NS_DISCO_ITEMS}}}query", feature=NS_DISCO_ITEMS)
 def server_items(request: IqRequest) -> Element:
     if request.payload.get("node"):
         raise StanzaError("item-not-found")
@@ -81,7 +78,7 @@ async def _account_node(request: IqRequest, kind: str) -> Element:
     return await result if inspect.isawaitable(result) else result
 
 
-@plugins.iq(f"{{{NS_DISCO_INFO}}}query", scopes=("account",))
+@plugins.iq(f"{{{NS_DISCO_INFO}}}query", scopes=("account",), feature=NS_DISCO_INFO)
 async def account_info(request: IqRequest) -> Element:
     await _require_account(request)
     if request.payload.get("node"):
@@ -93,7 +90,7 @@ async def account_info(request: IqRequest) -> Element:
     )
 
 
-@plugins.iq(f"{{{NS_DISCO_ITEMS}}}query", scopes=("account",))
+@plugins.iq(f"{{{NS_DISCO_ITEMS}}}query", scopes=("account",), feature=NS_DISCO_ITEMS)
 async def account_items(request: IqRequest) -> Element:
     await _require_account(request)
     if request.payload.get("node"):

@@ -82,8 +82,9 @@ STREAM_HEADER = f"<stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'
 # plus a <delay/>; the parser's limits here only guard against a bad row.
 STORED_STANZA_LIMIT = 16 * 1024 * 1024
 
-plugins.server_features.update({MSGOFFLINE, NS_OFFLINE})
-plugins.account_features.add(NS_OFFLINE)
+# XEP-0160 §6 (msgoffline) has no IQ of its own; XEP-0013's namespace comes
+# with its handler below.
+plugins.server_features.add(MSGOFFLINE)
 
 
 # -- what is kept (XEP-0160 §3, XEP-0334 §4) ---------------------------------
@@ -397,7 +398,13 @@ def _send_marked(session: ClientSession | None, rows: list[tuple[int, str]]) -> 
         session.deliver(message)
 
 
-@plugins.iq(OFFLINE_TAG, types=("get", "set"), scopes=("account",))
+@plugins.iq(
+    OFFLINE_TAG,
+    types=("get", "set"),
+    scopes=("account",),
+    feature=NS_OFFLINE,
+    advertised_on=("server",),
+)
 async def flexible_offline(request: IqRequest) -> None:
     """XEP-0013 §2.4-§2.7: view and fetch (get), remove and purge (set).
 

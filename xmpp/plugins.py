@@ -25,6 +25,41 @@ if TYPE_CHECKING:
 # a user's bare JID, which the server answers on the user's behalf; "stream"
 # is an IQ on a stream not yet authenticated (XEP-0077 registration).
 Scope = Literal["server", "account", "stream"]
+# The scopes that have a disco#info (XEP-0030 §3.1): before authentication
+# there is nothing to ask.
+DiscoScope = Literal["server", "account"]
+DISCO_SCOPES: tuple[DiscoScope, ...] = ("server", "account")
+
+
+@dataclass(frozen=True, slots=True)
+class NotAFeature:
+    """What an IQ registration gives instead of a disco#info feature: why its
+    namespace is not one (already covered by another feature, only reachable
+    before authentication, ...). Read by the tests that hold disco#info to the
+    registry, and by the next engineer."""
+
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise ValueError("NotAFeature needs a reason")
+
+
+@dataclass(frozen=True, slots=True)
+class IqRegistration:
+    """One @plugins.iq(...) call, as registered."""
+
+    payload_tag: str
+    types: tuple[str, ...]
+    scopes: tuple[Scope, ...]
+    feature: str | NotAFeature
+    # Where disco#info lists `feature`: the handler's own disco scopes, and
+    # those it was asked to be advertised on besides.
+    advertised_on: tuple[DiscoScope, ...]
+
+    @property
+    def namespace(self) -> str:
+        return self.payload_tag[1:].partition("}")[0]
 
 
 @dataclass(slots=True)
@@ -107,6 +142,7 @@ class PresenceHandler:
 @dataclass
 class PluginRegistry:
     iq_handlers: dict[tuple[str, str, Scope], IqHandler] = field(default_factory=dict)
+    iq_registrations: list[IqRegistration] = field(default_factory=list)
     services: dict[str, ServiceHandler] = field(default_factory=dict)
     server_features: set[str] = field(default_factory=set)
     account_features: set[str] = field(default_factory=set)
@@ -130,21 +166,35 @@ class PluginRegistry:
         payload_tag: str,
         types: tuple[str, ...] = ("get",),
         scopes: tuple[Scope, ...] = ("server",),
-        feature: str | None = None,
+        *,
+        feature: str | NotAFeature,
+        advertised_on: tuple[DiscoScope, ...] = (),
     ) -> Callable[[IqHandler], IqHandler]:
         """Register a handler for IQs whose payload is `{ns}tag`, e.g.
 
         @plugins.iq("{urn:xmpp:ping}ping", types=("get",), feature="urn:xmpp:ping")
+
+        Every registration says what it adds to disco#info (XEP-0030 §3.1), so
+        that nothing is implemented but left unadvertised: `feature` is listed
+        on the disco#info of each of `scopes` that has one ("server",
+        "account") and of each of `advertised_on` besides (an account service
+        whose support clients look for at their server, e.g. XEP-0054 §4), or
+        it is NotAFeature("why not"). A feature needs a scope to be listed on.
         """
+        disco_scopes = tuple(dict.fromkeys(s for s in (*scopes, *advertised_on) if s != "stream"))
+        if isinstance(feature, str) and not disco_scopes:
+            raise ValueError(f"{payload_tag}: no disco#info to list {feature!r} on")
+        registration = IqRegistration(payload_tag, types, scopes, feature, disco_scopes)
 
         def register(handler: IqHandler) -> IqHandler:
             for iq_type in types:
                 for scope in scopes:
                     self.iq_handlers[(iq_type, payload_tag, scope)] = handler
-            if feature:
-                if "server" in scopes:
+            self.iq_registrations.append(registration)
+            if isinstance(feature, str):
+                if "server" in disco_scopes:
                     self.server_features.add(feature)
-                if "account" in scopes:
+                if "account" in disco_scopes:
                     self.account_features.add(feature)
             return handler
 

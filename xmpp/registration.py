@@ -39,7 +39,7 @@ from .accounts import (
     prepare_username,
     set_account_password,
 )
-from .plugins import ANSWERED, IqRequest, plugins
+from .plugins import ANSWERED, IqRequest, NotAFeature, plugins
 from .protocol.errors import StanzaError, StreamError
 from .protocol.jid import JID
 from .runtime_settings import runtime_settings
@@ -47,6 +47,15 @@ from .runtime_settings import runtime_settings
 NS_REGISTER = "jabber:iq:register"
 NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"
 QUERY_TAG = f"{{{NS_REGISTER}}}query"
+# What the registrations below give instead of a disco#info feature.
+BEFORE_AUTHENTICATION = NotAFeature(
+    "no disco#info before authentication: §8 advertises in-band registration "
+    "as the <register/> stream feature"
+)
+OWN_ACCOUNT = NotAFeature(
+    "an IQ without 'to' (RFC 6120 §10.3.3) reaches the sender's account; "
+    "jabber:iq:register is advertised on the server, where clients look for it"
+)
 USERNAME_TAG = f"{{{NS_REGISTER}}}username"
 PASSWORD_TAG = f"{{{NS_REGISTER}}}password"
 REMOVE_TAG = f"{{{NS_REGISTER}}}remove"
@@ -70,7 +79,7 @@ def register_feature(session) -> Element | None:
 # -- before authentication: creating an account (§3.1) -------------------------
 
 
-@plugins.iq(QUERY_TAG, types=("get",), scopes=("stream",))
+@plugins.iq(QUERY_TAG, types=("get",), scopes=("stream",), feature=BEFORE_AUTHENTICATION)
 def registration_fields(request: IqRequest) -> Element:
     if not registration_enabled():
         raise StanzaError("service-unavailable", "in-band registration is disabled")
@@ -81,7 +90,7 @@ def registration_fields(request: IqRequest) -> Element:
     return query
 
 
-@plugins.iq(QUERY_TAG, types=("set",), scopes=("stream",))
+@plugins.iq(QUERY_TAG, types=("set",), scopes=("stream",), feature=BEFORE_AUTHENTICATION)
 async def register_account(request: IqRequest) -> None:
     if not registration_enabled():
         raise StanzaError("service-unavailable", "in-band registration is disabled")
@@ -105,7 +114,7 @@ async def register_account(request: IqRequest) -> None:
 # -- logged in: registration state, password change (§3.3), removal (§3.2) ----
 
 
-@plugins.iq(QUERY_TAG, types=("get", "set"), scopes=("account",))
+@plugins.iq(QUERY_TAG, types=("get", "set"), scopes=("account",), feature=OWN_ACCOUNT)
 @plugins.iq(QUERY_TAG, types=("get", "set"), scopes=("server",), feature=NS_REGISTER)
 async def manage_account(request: IqRequest) -> Element | object | None:
     if request.to.local and request.to != request.sender.bare:

@@ -26,7 +26,7 @@ from django.db import DatabaseError
 from django.db.models import Max
 
 from .models import RosterItem, SharedGroup
-from .plugins import ANSWERED, IqRequest, plugins
+from .plugins import ANSWERED, IqRequest, NotAFeature, plugins
 from .protocol.errors import StanzaError
 from .protocol.jid import JID, InvalidJID
 from .subscriptions import BOTH, NONE, RECEIVES_PRESENCE, SENDS_PRESENCE, SubState
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 NS_ROSTER = "jabber:iq:roster"
 ROSTER_QUERY = f"{{{NS_ROSTER}}}query"
+ROSTER_IS_NO_FEATURE = NotAFeature(
+    "RFC 6121 §2: every IM server has rosters, nothing to discover; versioning "
+    "is the <ver/> stream feature (§2.6.1)"
+)
 MAX_NAME_LENGTH = 1023
 
 
@@ -337,7 +341,7 @@ def _own_roster(request: IqRequest) -> Roster:
     return roster
 
 
-@plugins.iq(ROSTER_QUERY, types=("get",), scopes=("account",))
+@plugins.iq(ROSTER_QUERY, types=("get",), scopes=("account",), feature=ROSTER_IS_NO_FEATURE)
 def roster_get(request: IqRequest):
     """§2.2 roster get, with XEP-0237 versioning."""
     roster = _own_roster(request)
@@ -374,7 +378,7 @@ def _changes_since(roster: Roster, client_ver: str) -> list[Contact] | None:
     )
 
 
-@plugins.iq(ROSTER_QUERY, types=("set",), scopes=("account",))
+@plugins.iq(ROSTER_QUERY, types=("set",), scopes=("account",), feature=ROSTER_IS_NO_FEATURE)
 def roster_set(request: IqRequest) -> None:
     """§2.3 add or update, §2.5 remove."""
     roster = _own_roster(request)

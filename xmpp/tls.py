@@ -1,8 +1,20 @@
-"""TLS for the XMPP listeners: the server certificate and the SSL context.
+"""TLS for the XMPP listeners: the server certificate, the SSL context, and
+the channel bindings (RFC 5056) a TLS connection gives SCRAM-*-PLUS.
 
 If XMPP_TLS_CERT/XMPP_TLS_KEY are not set, a self-signed ECDSA P-256
 certificate (cheaper handshakes than RSA) for the domain is generated in
 XMPP_DATA_DIR on first start and reused afterwards.
+
+Channel bindings, by TLS version:
+
+| type | TLS 1.2 | TLS 1.3 |
+| --- | --- | --- |
+| tls-server-end-point (RFC 5929 §4) | yes | yes |
+| tls-unique (RFC 5929 §3) | yes | no: not defined there (RFC 9266 §1) |
+| tls-exporter (RFC 9266 §2) | no | no |
+
+tls-exporter needs the keying-material exporter of RFC 5705 / RFC 8446 §7.5
+on the connection, and Python's ssl module has none (CPython issue 82133).
 """
 
 from __future__ import annotations
@@ -66,6 +78,24 @@ def server_end_point_hash(cert_pem: bytes) -> bytes:
     return hashlib.new(name, cert.public_bytes(serialization.Encoding.DER)).digest()
 
 
+def channel_bindings(connection: ssl.SSLObject, server_end_point: bytes) -> dict[str, bytes]:
+    """Channel-binding type -> data, for a TLS connection whose handshake is done.
+
+    These are what the connection supports: the mechanisms offered, the
+    XEP-0440 <sasl-channel-binding/> list and what SCRAM accepts all come
+    from this dict.
+    """
+    bindings = {}
+    if connection.version() == "TLSv1.2":
+        # RFC 5929 §3.1: the first Finished message of the latest handshake;
+        # the ssl module picks the client's or the server's (on resumption).
+        unique = connection.get_channel_binding("tls-unique")
+        if unique:
+            bindings["tls-unique"] = unique
+    bindings["tls-server-end-point"] = server_end_point
+    return bindings
+
+
 def load_tls_config(domain: str, data_dir: Path, cert: str = "", key: str = "") -> TlsConfig:
     if cert and key:
         cert_path, key_path = Path(cert), Path(key)
@@ -76,6 +106,9 @@ def load_tls_config(domain: str, data_dir: Path, cert: str = "", key: str = "") 
             generate_self_signed(domain, cert_path, key_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # A TLS 1.2 renegotiation would change tls-unique under a SASL exchange,
+    # and is the step the triple handshake attack on it needs (RFC 7627 §1).
+    context.options |= ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(cert_path, key_path)
     # XEP-0368 direct TLS uses the ALPN protocol id "xmpp-client".
     context.set_alpn_protocols(["xmpp-client"])

@@ -11,6 +11,9 @@ Owns the `{vcard-temp}vCard` IQs, answered on the account's behalf (scope
   or no such account, <service-unavailable/>, the same answer in both cases
   so that vCards cannot be used to find out which accounts exist.
 
+vcard-temp is listed on the server's disco#info (§4, where clients look
+for it) and on every account's.
+
 XEP-0153: when a vCard is set, the SHA-1 of its PHOTO's decoded BINVAL is
 stored beside it and cached in the account's in-memory state (loaded at
 bind), so that the user's broadcast presence can carry
@@ -49,7 +52,15 @@ UPDATE_TAG = f"{{{NS_VCARD_UPDATE}}}x"
 PHOTO_HASH_KEY = "vcard.photo_hash"
 
 
-@plugins.iq(VCARD_TAG, types=("get", "set"), scopes=("account",), feature=NS_VCARD)
+# XEP-0054 §4: support is looked for in the server's disco#info (clients
+# offer a profile editor from it); Prosody lists it on accounts too.
+@plugins.iq(
+    VCARD_TAG,
+    types=("get", "set"),
+    scopes=("account",),
+    feature=NS_VCARD,
+    advertised_on=("server",),
+)
 async def vcard(request: IqRequest) -> Element | None:
     own = request.to == request.sender.bare
     if request.type == "set":

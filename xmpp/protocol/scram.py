@@ -1,10 +1,12 @@
 """SASL mechanisms, server side, without I/O: SCRAM and PLAIN.
 
 This module owns the SCRAM-SHA-1, SCRAM-SHA-256 and -PLUS exchanges (RFC 5802
-§5-7, RFC 7677), channel binding with "tls-exporter" (RFC 9266) and
-"tls-server-end-point" (RFC 5929), the PLAIN message format (RFC 4616), the
-key derivation shared with the password hasher (xmpp/passwords.py), and the
-list of mechanisms offered in <mechanisms/> (RFC 6120 §6.4.1).
+§5-7, RFC 7677), channel binding with "tls-unique" and "tls-server-end-point"
+(RFC 5929 §3, §4) and "tls-exporter" (RFC 9266), the PLAIN message format
+(RFC 4616), the key derivation shared with the password hasher
+(xmpp/passwords.py), and the list of mechanisms offered in <mechanisms/>
+(RFC 6120 §6.4.1). The data of each binding comes from the transport
+(xmpp/tls.py `channel_bindings`); this module only compares it.
 
 It takes the decoded SASL payloads (bytes) and returns the next payload; the
 negotiation layer does the base64 of RFC 6120 §6.4.2 (<incorrect-encoding/>),
@@ -33,7 +35,10 @@ import precis_i18n
 
 # SCRAM hash names as they appear in mechanism names -> hashlib names.
 HASHES = {"SHA-256": "sha256", "SHA-1": "sha1"}
-CHANNEL_BINDING_TYPES = ("tls-exporter", "tls-server-end-point")
+# The channel-binding types SCRAM-*-PLUS accepts. Which of them a connection
+# has (tls-unique only on TLS 1.2, RFC 9266 §1) is the transport's to say: it
+# gives the data of each type it supports, and only those are accepted.
+CHANNEL_BINDING_TYPES = ("tls-unique", "tls-server-end-point", "tls-exporter")
 
 _USERNAME = precis_i18n.get_profile("UsernameCaseMapped")
 _PASSWORD = precis_i18n.get_profile("OpaqueString")

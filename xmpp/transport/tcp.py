@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..c2s import ClientSession
 from ..protocol.framing import StreamFraming
+from ..tls import channel_bindings as tls_channel_bindings
 
 if TYPE_CHECKING:
     from ..server import XmppServer
@@ -101,9 +102,10 @@ class TcpStream(asyncio.BufferedProtocol):
 
     @property
     def channel_bindings(self) -> dict[str, bytes]:
+        """The connection's channel bindings for SCRAM-*-PLUS (xmpp/tls.py)."""
         if not self.secure:
             return {}
-        return {"tls-server-end-point": self.server.tls.server_end_point}
+        return tls_channel_bindings(self._tls, self.server.tls.server_end_point)
 
     @property
     def buffered(self) -> int:
