@@ -11,7 +11,7 @@ Every scenario starts a FRESH server, as an operator would: a temporary
 XMPP_DATA_DIR (SQLite, self-signed certificate made on first start),
 `manage.py migrate`, accounts made with `manage.py register --from-file`,
 then `manage.py runxmpp` on free ports of 127.0.0.1, with the abuse limits
-lifted for the bench (XMPP_MAX_CONNECTIONS_PER_IP=1000000,
+lifted for the bench (XMPP_MAX_UNAUTHENTICATED_PER_IP=1000000,
 XMPP_STANZAS_PER_SECOND=1000000, XMPP_AUTH_TIMEOUT=3600). The server is
 stopped (SIGTERM, then SIGKILL after a grace period) and its directory
 removed when the scenario ends, whatever happens. Nothing leaves 127.0.0.0/8.
@@ -167,7 +167,7 @@ class Server:
             XMPP_DATA_DIR=str(self.data_dir),
             XMPP_DOMAIN=DOMAIN,
             DJANGO_SETTINGS_MODULE="imserver.settings",
-            XMPP_MAX_CONNECTIONS_PER_IP="1000000",
+            XMPP_MAX_UNAUTHENTICATED_PER_IP="1000000",
             XMPP_STANZAS_PER_SECOND="1000000",
             XMPP_AUTH_TIMEOUT="3600",
             XMPP_STUN_PORT="0",  # no STUN/TURN listener: not measured here

@@ -91,10 +91,13 @@ async def disconnect(*clients: Client) -> None:
 class RawStream:
     """A blocking socket speaking raw XML, optionally upgraded with STARTTLS."""
 
-    def __init__(self, server: RunningServer, direct_tls: bool = False) -> None:
+    def __init__(self, server: RunningServer, direct_tls: bool = False, source: str = "") -> None:
+        """`source`: the local address to connect from (127.0.0.2, ... on loopback)."""
         self.server = server
         port = server.tls_port if direct_tls else server.c2s_port
-        sock = socket.create_connection((server.host, port), timeout=10)
+        sock = socket.create_connection(
+            (server.host, port), timeout=10, source_address=(source, 0) if source else None
+        )
         if direct_tls:
             sock = insecure_context().wrap_socket(sock, server_hostname=server.domain)
         self.sock = sock
