@@ -193,7 +193,7 @@ class XmppServer:
             # RFC 6120 §4.9.3.18 <policy-violation/>: the local policy of
             # §13.12 item 1 (streams per address) ends the oldest stream that
             # has not authenticated, so that the newest is served.
-            log.info("%s has too many unauthenticated streams; closing its oldest", address)
+            log.debug("%s has too many unauthenticated streams; closing its oldest", address)
             oldest.stream_error(
                 StreamError(
                     "policy-violation", "too many unauthenticated connections from your address"
