@@ -90,11 +90,21 @@ EDITABLE = {
             maximum=1_000_000_000,
         ),
         Editable(
-            "XMPP_MAX_CONNECTIONS_PER_IP",
-            "Connections per IP address",
+            "XMPP_MAX_UNAUTHENTICATED_PER_IP",
+            "Unauthenticated connections per IP address",
             int,
-            "Further connections from the same address are refused.",
+            "Connections from one address that have not logged in yet; a new one "
+            "past this closes the oldest of them. Applies to new connections.",
             minimum=1,
+            maximum=1_000_000,
+        ),
+        Editable(
+            "XMPP_MAX_SESSIONS_PER_IP",
+            "Logged-in sessions per IP address",
+            int,
+            "0 for no cap (many users may share one address). A login past the "
+            "cap is refused with <policy-violation/>. Applies to new logins.",
+            minimum=0,
             maximum=1_000_000,
         ),
         Editable(

@@ -44,7 +44,14 @@ XMPP_OFFLINE_QUOTA = env_int("XMPP_OFFLINE_QUOTA", 1000)  # XEP-0160 messages ke
 XMPP_MAX_STANZA_SIZE = env_int("XMPP_MAX_STANZA_SIZE", 256 * 1024)
 XMPP_MAX_DEPTH = env_int("XMPP_MAX_DEPTH", 64)
 XMPP_MAX_ATTRIBUTES = env_int("XMPP_MAX_ATTRIBUTES", 64)
-XMPP_MAX_CONNECTIONS_PER_IP = env_int("XMPP_MAX_CONNECTIONS_PER_IP", 100)
+# Streams of the whole process (also held to the open-files limit); over it
+# a new connection is refused.
+XMPP_MAX_CONNECTIONS = env_int("XMPP_MAX_CONNECTIONS", 100_000)
+# Streams from one address that have not authenticated yet; a new one past
+# this closes the oldest of them (xmpp/admission.py).
+XMPP_MAX_UNAUTHENTICATED_PER_IP = env_int("XMPP_MAX_UNAUTHENTICATED_PER_IP", 50)
+# Authenticated sessions from one address; 0: no cap (many users share a NAT).
+XMPP_MAX_SESSIONS_PER_IP = env_int("XMPP_MAX_SESSIONS_PER_IP", 0)
 XMPP_STANZAS_PER_SECOND = env_int("XMPP_STANZAS_PER_SECOND", 500)
 XMPP_STANZAS_BURST = env_int("XMPP_STANZAS_BURST", 0)  # 0: two seconds' worth
 XMPP_C2S_BYTES_PER_SECOND = env_int("XMPP_C2S_BYTES_PER_SECOND", 256 * 1024)  # 0: no limit
@@ -60,7 +67,10 @@ XMPP_WEBSOCKET_ORIGINS = [
 XMPP_LOG_SQL = env_bool("XMPP_LOG_SQL", False)
 XMPP_BLOCKLIST_MAX_ITEMS = env_int("XMPP_BLOCKLIST_MAX_ITEMS", 1000)
 XMPP_ROSTER_MAX_ITEMS = env_int("XMPP_ROSTER_MAX_ITEMS", 1000)
+# Failed logins per (address, account) and per account (xmpp/failed_logins.py):
+# answered after this delay, doubling with each failure, up to the maximum.
 XMPP_AUTH_FAILURE_DELAY = float(os.environ.get("XMPP_AUTH_FAILURE_DELAY", "1.0"))
+XMPP_AUTH_FAILURE_MAX_DELAY = float(os.environ.get("XMPP_AUTH_FAILURE_MAX_DELAY", "30.0"))
 
 # XEP-0077: accounts made by anyone who connects; off unless the operator says so.
 XMPP_REGISTRATION_ENABLED = env_bool("XMPP_REGISTRATION_ENABLED", False)

@@ -96,12 +96,16 @@ class RawStream:
         server: RunningServer,
         direct_tls: bool = False,
         tls_context: ssl.SSLContext | None = None,
+        source: str = "",
     ) -> None:
-        """`tls_context` (for direct TLS and STARTTLS) defaults to insecure_context()."""
+        """`tls_context` (for direct TLS and STARTTLS) defaults to insecure_context();
+        `source`: the local address to connect from (127.0.0.2, ... on loopback)."""
         self.server = server
         self.tls_context = tls_context or insecure_context()
         port = server.tls_port if direct_tls else server.c2s_port
-        sock = socket.create_connection((server.host, port), timeout=10)
+        sock = socket.create_connection(
+            (server.host, port), timeout=10, source_address=(source, 0) if source else None
+        )
         if direct_tls:
             sock = self.tls_context.wrap_socket(sock, server_hostname=server.domain)
         self.sock = sock

@@ -154,8 +154,14 @@ def small_stanza_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def connection_limited_server(tmp_path_factory):
     with private_server(
-        tmp_path_factory, "connection-limited", XMPP_MAX_CONNECTIONS_PER_IP="3"
+        tmp_path_factory, "connection-limited", XMPP_MAX_UNAUTHENTICATED_PER_IP="3"
     ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def globally_limited_server(tmp_path_factory):
+    with private_server(tmp_path_factory, "globally-limited", XMPP_MAX_CONNECTIONS="3") as server:
         yield server
 
 
@@ -418,14 +424,41 @@ def test_spoofed_from_is_invalid_from(xmpp_server):
     assert "spoofed" not in others
 
 
-def test_connections_over_the_per_address_limit_are_closed(connection_limited_server):
-    """With XMPP_MAX_CONNECTIONS_PER_IP=3, a 4th connection from the address is
-    closed at once, before any XML (RFC 6120 §13.12); once one is closed,
-    the address may connect again."""
+def test_the_oldest_unauthenticated_connection_is_closed_over_the_per_address_cap(
+    connection_limited_server,
+):
+    """With XMPP_MAX_UNAUTHENTICATED_PER_IP=3, a 4th unauthenticated connection
+    from the address is served, and the OLDEST unauthenticated one is ended with
+    <policy-violation/> (RFC 6120 §4.9.3.18, §13.12); the others carry on. The
+    witness, authenticated, is not counted."""
     server = connection_limited_server
 
     def attack(_witness: str) -> None:
-        # The witness is the first connection of the address.
+        streams = [opened(server) for _ in range(3)]
+        try:
+            newest = RawStream(server)
+            streams.append(newest)
+            assert b"<stream:features" in newest.open()
+            assert_stream_error(streams[0], "policy-violation")
+            # The two in between are still served: they negotiate TLS.
+            for stream in streams[1:]:
+                stream.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                assert b"<proceed" in stream.read_until(b"<proceed")
+        finally:
+            for stream in streams:
+                stream.close()
+
+    survives(server, attack)
+
+
+def test_connections_over_the_global_cap_are_refused(globally_limited_server):
+    """With XMPP_MAX_CONNECTIONS=3, a 4th connection to the server is closed at
+    once, before any XML (RFC 6120 §13.12); once one is closed, a new one is
+    served again."""
+    server = globally_limited_server
+
+    def attack(_witness: str) -> None:
+        # The witness is the first connection.
         streams = [opened(server), opened(server)]
         try:
             refused = RawStream(server)
@@ -476,9 +509,10 @@ def test_unauthenticated_stream_times_out_with_connection_timeout(auth_timeout_s
 
 def test_failed_logins_are_slowed_then_closed_with_policy_violation(slow_failure_server):
     """A wrong password is answered <failure><not-authorized/></failure> (RFC 6120
-    §6.5.10); failures from one address are answered more and more slowly
-    (XMPP_AUTH_FAILURE_DELAY 0.5 s, doubling), and after the 3rd failure the
-    stream is ended with <policy-violation/> (§6.4.5: 2 to 5 retries)."""
+    §6.5.10); failures from one address on one account are answered more and
+    more slowly (XMPP_AUTH_FAILURE_DELAY 0.5 s, doubling), and after the 3rd
+    failure the stream is ended with <policy-violation/> (§6.4.5: 2 to 5
+    retries). Another account's failure from the same address is not slowed."""
 
     def attack(_witness: str) -> list[float]:
         stream = RawStream(slow_failure_server)
@@ -503,6 +537,40 @@ def test_failed_logins_are_slowed_then_closed_with_policy_violation(slow_failure
     assert second >= 0.45
     assert third >= 0.95
     assert third > second > first
+    # Someone else behind the same address mistypes bob's password: answered at once.
+    assert wrong_password_delay(slow_failure_server, "bob") < 0.4
+
+
+def wrong_password_delay(server: RunningServer, user: str, source: str = "") -> float:
+    """One wrong PLAIN password for `user` (from `source`); the seconds until
+    the answer, which must be <not-authorized/> and nothing else."""
+    stream = RawStream(server, source=source)
+    try:
+        stream.starttls()
+        token = plain_token(user, "not the password")
+        started = time.monotonic()
+        stream.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{token}</auth>")
+        answer = stream.read_until("</failure>|<success")
+        elapsed = time.monotonic() - started
+        assert answer.endswith(SASL_NOT_AUTHORIZED), answer
+        return elapsed
+    finally:
+        stream.close()
+
+
+def test_an_account_guessed_at_from_many_addresses_is_slowed(slow_failure_server):
+    """Failures on one account add up across addresses too, with a higher
+    threshold: the first 10 within 300 s, each from an address of its own, are
+    answered at once; the 11th and 12th wait XMPP_AUTH_FAILURE_DELAY, then twice
+    that. An account that does not exist is counted the same way (its name is
+    what is counted), and every answer is <not-authorized/>."""
+    delays = [
+        wrong_password_delay(slow_failure_server, "nobody", source=f"127.0.0.{10 + i}")
+        for i in range(12)
+    ]
+    assert max(delays[:10]) < 0.4, delays
+    assert delays[10] >= 0.45, delays
+    assert delays[11] >= 0.95, delays
 
 
 def test_data_after_starttls_in_the_same_packet_is_discarded(xmpp_server):

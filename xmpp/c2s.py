@@ -398,6 +398,7 @@ class ClientSession:
         self._restart_stream()
 
     def _restart_stream(self) -> None:
+        self.parser.discard()
         self.parser = self._new_parser()
         self._restart = True
 
@@ -430,7 +431,7 @@ class ClientSession:
         try:
             data = _b64decode(el.text) or b""
         except SaslFailure as exc:
-            return self._sasl_failed(exc.condition)
+            return self._sasl_failed(exc.condition, self.username)
         return self._sasl_step(data)
 
     def _sasl_step(self, data: bytes):
@@ -442,7 +443,7 @@ class ClientSession:
                 return self._scram_challenge(username)
             server_final = self._sasl.client_final(data)
         except SaslFailure as exc:
-            return self._sasl_failed(exc.condition)
+            return self._sasl_failed(exc.condition, self.username)
         self._sasl_succeeded(self.username, server_final)
         return None
 
@@ -453,7 +454,7 @@ class ClientSession:
             local = ""
         authzid = self._sasl.authzid
         if authzid and authzid not in (local, f"{local}@{self.server.domain}"):
-            await self._sasl_failed("invalid-authzid")
+            await self._sasl_failed("invalid-authzid", local)
             return
         # An unknown user gets a challenge too (from a made-up salt), so that
         # probing for account names learns nothing (RFC 5802 §9).
@@ -473,28 +474,31 @@ class ClientSession:
             authzid, authcid, password = parse_plain(data)
             local = nodeprep(authcid)
         except SaslFailure as exc:
-            await self._sasl_failed(exc.condition)
+            await self._sasl_failed(exc.condition, "")
             return
         except InvalidJID:
-            await self._sasl_failed("not-authorized")
+            await self._sasl_failed("not-authorized", "")
             return
         if authzid and authzid not in (local, f"{local}@{self.server.domain}"):
-            await self._sasl_failed("invalid-authzid")
+            await self._sasl_failed("invalid-authzid", local)
             return
         self.user_id = await self.server.accounts.check_password(local, password)
         if self.user_id is None:
-            await self._sasl_failed("not-authorized")
+            await self._sasl_failed("not-authorized", local)
             return
         self._sasl_succeeded(local, None)
 
-    async def _sasl_failed(self, condition: str) -> None:
-        """A failed attempt (RFC 6120 §6.4.5): slowed per address, limited per stream."""
+    async def _sasl_failed(self, condition: str, account: str) -> None:
+        """A failed attempt (RFC 6120 §6.4.5) at `account` (what the client
+        named; "" if nothing valid): slowed per address and account and per
+        account (failed_logins.py), limited per stream. Slowed or not, the
+        answer is the same <failure/>."""
         self._sasl = None
         self._sasl_mechanism = ""
         self.username = ""
         self.user_id: int | None = None
         self._auth_attempts += 1
-        delay = self.server.auth_failed(self.transport.peer)
+        delay = self.server.login_failed(self.transport.peer, account)
         if delay:
             await asyncio.sleep(delay)
         if self._closing:
@@ -514,6 +518,11 @@ class ClientSession:
         self._sasl = None
         self._sasl_mechanism = ""
         self.username = local
+        if self._closing:
+            return  # evicted or disconnected while the password was checked
+        if not self.server.session_authenticated(self):
+            # RFC 6120 §4.9.3.18: XMPP_MAX_SESSIONS_PER_IP, a local policy.
+            raise StreamError("policy-violation", "too many sessions from your address")
         self.authenticated = True
         self._send_sasl("success", additional)
         self._restart_stream()
@@ -728,6 +737,7 @@ class ClientSession:
             pending, self._pending = self._pending or [], None
             self._process(pending, shaped=False)
         self._closing = True
+        self.parser.discard()
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None

@@ -2,8 +2,10 @@
 
 `XmppServer.start()` opens the client-to-server listeners on the running
 event loop (5222 with STARTTLS, 5223 with direct TLS per XEP-0368); the
-runxmpp command adds the HTTP side in the same loop. Per-address limits
-(connections, failed logins) live here because they span sessions.
+runxmpp command adds the HTTP side in the same loop. Limits that span
+sessions live here: which streams are admitted (admission.py: the global
+cap, unauthenticated streams and sessions per address) and the slowing of
+failed logins (failed_logins.py).
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import resource
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
+from .admission import Admission
 from .authentication import CredentialStore
 from .c2s import ClientSession
+from .failed_logins import FailedLogins
 from .plugins import PluginRegistry, plugins
+from .protocol.errors import StreamError
 from .router import Router
 from .runtime_settings import runtime_settings
 from .sessions import SessionManager
@@ -30,8 +35,9 @@ from .transport.tcp import TcpStream
 
 log = logging.getLogger(__name__)
 
-AUTH_FAILURE_WINDOW = 300.0  # seconds during which failures from one address add up
-MAX_AUTH_FAILURE_DELAY = 30.0
+# File descriptors kept for what is not a client: listeners, the database,
+# logs, the HTTP side's own sockets.
+RESERVED_FILES = 256
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,9 @@ class Limits:
     max_stanza_size: int
     max_depth: int
     max_attributes: int
-    max_connections_per_ip: int
+    max_connections: int
+    max_unauthenticated_per_ip: int
+    max_sessions_per_ip: int
     stanzas_per_second: int
     stanzas_burst: int
     bytes_per_second: int
@@ -47,6 +55,7 @@ class Limits:
     auth_timeout: float
     max_outgoing_buffer: int
     auth_failure_delay: float
+    auth_failure_max_delay: float
     require_tls: bool
 
     @classmethod
@@ -59,7 +68,9 @@ class Limits:
             max_stanza_size=get("XMPP_MAX_STANZA_SIZE"),
             max_depth=get("XMPP_MAX_DEPTH"),
             max_attributes=get("XMPP_MAX_ATTRIBUTES"),
-            max_connections_per_ip=get("XMPP_MAX_CONNECTIONS_PER_IP"),
+            max_connections=min(get("XMPP_MAX_CONNECTIONS"), _open_files_limit() - RESERVED_FILES),
+            max_unauthenticated_per_ip=get("XMPP_MAX_UNAUTHENTICATED_PER_IP"),
+            max_sessions_per_ip=get("XMPP_MAX_SESSIONS_PER_IP"),
             stanzas_per_second=stanza_rate,
             stanzas_burst=get("XMPP_STANZAS_BURST") or 2 * stanza_rate,
             bytes_per_second=byte_rate,
@@ -67,8 +78,16 @@ class Limits:
             auth_timeout=get("XMPP_AUTH_TIMEOUT"),
             max_outgoing_buffer=get("XMPP_MAX_OUTGOING_BUFFER"),
             auth_failure_delay=get("XMPP_AUTH_FAILURE_DELAY"),
+            auth_failure_max_delay=get("XMPP_AUTH_FAILURE_MAX_DELAY"),
             require_tls=get("XMPP_REQUIRE_TLS"),
         )
+
+
+def _open_files_limit() -> int:
+    """The soft RLIMIT_NOFILE (runxmpp raises it to the hard limit at start):
+    each client stream is one file descriptor."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
 
 
 class XmppServer:
@@ -98,8 +117,8 @@ class XmppServer:
             "unknown_user_iterations": settings.XMPP_SCRAM_ITERATIONS,
         }
         self.listeners: list[asyncio.Server] = []
-        self._connections: dict[str, int] = defaultdict(int)
-        self._auth_failures: dict[str, tuple[int, float]] = {}
+        self.admission: Admission[ClientSession] = Admission()
+        self.failed_logins = FailedLogins()
         self._tasks: set[asyncio.Task] = set()
         self._open_sessions: set[ClientSession] = set()
         self.write_batcher = WriteBatcher()
@@ -163,39 +182,55 @@ class XmppServer:
 
     # -- limits spanning sessions --------------------------------------------
 
+    def admit(self, address: str) -> bool:
+        """Whether a new connection from `address` may be served: False over the
+        global cap (XMPP_MAX_CONNECTIONS), to be refused before any XML. The
+        per-address rules apply when its session opens (session_opened)."""
+        if not self.admission.has_room(self.limits.max_connections):
+            log.warning(
+                "refusing a connection from %s: %d streams open", address, self.admission.streams
+            )
+            return False
+        return True
+
     def session_opened(self, session: ClientSession) -> None:
         self._open_sessions.add(session)
+        address = session.transport.peer
+        oldest = self.admission.opened(session, address, self.limits.max_unauthenticated_per_ip)
+        if oldest is not None:
+            # RFC 6120 §4.9.3.18 <policy-violation/>: the local policy of
+            # §13.12 item 1 (streams per address) ends the oldest stream that
+            # has not authenticated, so that the newest is served.
+            log.debug("%s has too many unauthenticated streams; closing its oldest", address)
+            oldest.stream_error(
+                StreamError(
+                    "policy-violation", "too many unauthenticated connections from your address"
+                )
+            )
+
+    def session_authenticated(self, session: ClientSession) -> bool:
+        """At SASL success: the stream now counts as a session of its address.
+        False if the address has XMPP_MAX_SESSIONS_PER_IP sessions already, or
+        the stream is no longer counted (evicted meanwhile)."""
+        address = session.transport.peer
+        if not self.admission.authenticated(session, address, self.limits.max_sessions_per_ip):
+            return False
+        self.failed_logins.succeeded(address, session.username)
+        return True
 
     def session_closed(self, session: ClientSession) -> None:
         self._open_sessions.discard(session)
+        self.admission.closed(session, session.transport.peer)
 
-    def admit(self, address: str) -> bool:
-        """Count a new connection from `address`; False if over the per-address limit."""
-        if self._connections[address] >= self.limits.max_connections_per_ip:
-            log.warning("refusing a connection from %s: per-address limit reached", address)
-            return False
-        self._connections[address] += 1
-        return True
-
-    def release(self, address: str) -> None:
-        count = self._connections.get(address, 0) - 1
-        if count <= 0:
-            self._connections.pop(address, None)
-        else:
-            self._connections[address] = count
-
-    def auth_failed(self, address: str) -> float:
-        """Record a failed login; return how long to wait before answering it.
-        The first failure is answered at once, then each waits twice as long."""
-        now = time.monotonic()
-        count, last = self._auth_failures.get(address, (0, now))
-        if now - last > AUTH_FAILURE_WINDOW:
-            count = 0
-        count += 1
-        self._auth_failures[address] = (count, now)
-        if count == 1:
-            return 0.0
-        return min(self.limits.auth_failure_delay * 2 ** (count - 2), MAX_AUTH_FAILURE_DELAY)
+    def login_failed(self, address: str, account: str) -> float:
+        """Record a failed login of `account` from `address`; return how long
+        to wait before answering it (failed_logins.py)."""
+        return self.failed_logins.failed(
+            address,
+            account,
+            self.limits.auth_failure_delay,
+            self.limits.auth_failure_max_delay,
+        )
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

@@ -155,10 +155,15 @@ class ServerSettingsSerializer(serializers.Serializer):
         min_value=EDITABLE["XMPP_C2S_BYTES_PER_SECOND"].minimum,
         max_value=EDITABLE["XMPP_C2S_BYTES_PER_SECOND"].maximum,
     )
-    XMPP_MAX_CONNECTIONS_PER_IP = serializers.IntegerField(
+    XMPP_MAX_UNAUTHENTICATED_PER_IP = serializers.IntegerField(
         required=False,
-        min_value=EDITABLE["XMPP_MAX_CONNECTIONS_PER_IP"].minimum,
-        max_value=EDITABLE["XMPP_MAX_CONNECTIONS_PER_IP"].maximum,
+        min_value=EDITABLE["XMPP_MAX_UNAUTHENTICATED_PER_IP"].minimum,
+        max_value=EDITABLE["XMPP_MAX_UNAUTHENTICATED_PER_IP"].maximum,
+    )
+    XMPP_MAX_SESSIONS_PER_IP = serializers.IntegerField(
+        required=False,
+        min_value=EDITABLE["XMPP_MAX_SESSIONS_PER_IP"].minimum,
+        max_value=EDITABLE["XMPP_MAX_SESSIONS_PER_IP"].maximum,
     )
     XMPP_MOTD = serializers.CharField(
         required=False,

@@ -94,6 +94,10 @@ class FramedParser:
         self._inner.feed(_WRAPPER)
         self.closed = False
 
+    def discard(self) -> None:
+        self.closed = True
+        self._inner.discard()
+
     def feed(self, frame: bytes) -> list:
         if self.closed:
             return []
@@ -165,6 +169,9 @@ class BoshParser:
 
     def __init__(self) -> None:
         self.closed = False
+
+    def discard(self) -> None:
+        self.closed = True
 
     def feed(self, body: Element) -> list:
         if self.closed:

@@ -118,6 +118,14 @@ class StreamParser:
         events, self._events = self._events, []
         return events
 
+    def discard(self) -> None:
+        """The stream is over (or restarted): drop the expat parser, whose
+        handlers point back here, so that the pair is freed at once by
+        reference counting rather than at the garbage collector's next full
+        pass (a flood of short streams would otherwise pile up meanwhile)."""
+        self.closed = True
+        self._parser = None
+
     def _restricted(self, *args) -> None:
         raise StreamError("restricted-xml", "DTDs, entities, comments and PIs are not allowed")
 

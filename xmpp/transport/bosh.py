@@ -270,7 +270,6 @@ class BoshSession:
         if self._finished:
             return
         self._finished = True
-        self.server.release(self.peer)
         self.server.session_closed(self.session)
         self.session.connection_lost()
 

@@ -68,7 +68,7 @@ class TcpStream(asyncio.BufferedProtocol):
         peername = transport.get_extra_info("peername")
         self.peer = peername[0] if peername else ""
         if not self.server.admit(self.peer):
-            # Over the per-address limit: refuse before spending anything on it.
+            # Over the global cap on streams: refuse before spending anything on it.
             transport.abort()
             self._closed = True
             return
@@ -93,7 +93,6 @@ class TcpStream(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         if self.session is not None:
-            self.server.release(self.peer)
             self.server.session_closed(self.session)
             self.session.connection_lost()
             self.session = None

@@ -244,7 +244,6 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         if stream.direct is not None:
             stream.direct.attach(None)
             stream.direct = None
-        stream.server.release(stream.peer)
         stream.server.session_closed(session)
         session.connection_lost()
         await asyncio.sleep(0)
