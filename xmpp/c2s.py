@@ -658,15 +658,17 @@ class ClientSession:
         self.transport.write(framing.error(error.to_bytes()) + framing.close())
         self._close_now()
 
-    def close_stream(self) -> None:
-        """Close the stream from our side (shutdown): send </stream:stream> and give
-        the peer a moment to answer with its own before the transport is closed."""
+    def close_stream(self, error: StreamError) -> None:
+        """Close the stream from our side (shutdown: <system-shutdown/>, RFC 6120
+        §4.9.3.20): the stream error, then </stream:stream>, and give the peer a
+        moment to answer with its own before the transport is closed (§4.4)."""
         if self._closing:
             return
         self._closing = True
         if not self._header_sent:
             self._send_header(None)
-        self.transport.write(self.transport.framing.close())
+        framing = self.transport.framing
+        self.transport.write(framing.error(error.to_bytes()) + framing.close())
 
     def _peer_closed(self) -> None:
         if not self._closing:

@@ -3,7 +3,8 @@
 Daphne (HTTP and, on XMPP_HTTPS_PORT, HTTPS; WebSocket and BOSH) runs on Twisted's asyncio
 reactor, and the XMPP listeners are opened on that same asyncio loop, so
 the whole server is one process and one loop. SIGINT/SIGTERM close every
-stream with </stream:stream> (RFC 6120 §4.4) before the process exits 0.
+stream with <system-shutdown/> and </stream:stream> (RFC 6120 §4.9.3.20,
+§4.4) before the process exits 0.
 """
 
 from __future__ import annotations
