@@ -20,6 +20,7 @@ from ..protocol.framing import StreamFraming
 
 if TYPE_CHECKING:
     from ..server import XmppServer
+    from ..tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class TcpStream(asyncio.BufferedProtocol):
         "peer",
         "secure",
         "_tls",
+        "_tls_config",
         "_incoming",
         "_outgoing",
         "_handshaking",
@@ -53,6 +55,9 @@ class TcpStream(asyncio.BufferedProtocol):
         self.peer = ""
         self.secure = False
         self._tls: ssl.SSLObject | None = None
+        # The TLS configuration this connection was made with: a reload
+        # (SIGHUP) changes server.tls for new connections only.
+        self._tls_config: TlsConfig | None = None
         self._incoming: ssl.MemoryBIO | None = None
         self._outgoing: ssl.MemoryBIO | None = None
         self._handshaking = False
@@ -103,7 +108,8 @@ class TcpStream(asyncio.BufferedProtocol):
     def channel_bindings(self) -> dict[str, bytes]:
         if not self.secure:
             return {}
-        return {"tls-server-end-point": self.server.tls.server_end_point}
+        # RFC 5929 §4.1: the hash of the certificate this connection used.
+        return {"tls-server-end-point": self._tls_config.server_end_point}
 
     @property
     def buffered(self) -> int:
@@ -140,7 +146,8 @@ class TcpStream(asyncio.BufferedProtocol):
         self.flush()  # <proceed/> goes out in the clear, before the handshake
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._tls = self.server.tls.context.wrap_bio(
+        self._tls_config = self.server.tls
+        self._tls = self._tls_config.context.wrap_bio(
             self._incoming, self._outgoing, server_side=True
         )
         self._handshaking = True
