@@ -32,8 +32,6 @@ def start_with_certificate(tmp_path: Path, **env: str) -> tuple[RunningServer, P
         tmp_path / "server",
         XMPP_TLS_CERT=str(cert),
         XMPP_TLS_KEY=str(key),
-        DATABASE_URL="",
-        REDIS_URL="",
         **env,
     )
     server.manage("register", "--from-file", "-", input=f"alice {PASSWORD}\nbob {PASSWORD}\n")
@@ -192,9 +190,11 @@ def test_sighup_applies_run_time_settings_changed_in_the_database(tmp_path):
             finally:
                 await disconnect(client)
 
-        assert asyncio.run(login("before", 1.5)) is None
+        before = asyncio.run(login("before", 1.5))
+        assert before is None, server.log()
         log = sighup_and_wait(server, 1)
-        assert "run-time settings (XMPP_MOTD)" in log
-        assert asyncio.run(login("after", 10)) == "Reloaded greeting"
+        assert "run-time settings (XMPP_MOTD)" in log, log
+        after = asyncio.run(login("after", 10))
+        assert after == "Reloaded greeting", server.log()
     finally:
         stop_server(server)
