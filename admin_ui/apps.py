@@ -5,6 +5,8 @@ by the core):
 - a start-up task on runxmpp's loop (`plugins.listener`) that loads the
   run-time settings stored in the database into xmpp.runtime_settings and
   starts the statistics sampler;
+- a SIGHUP reload step (`plugins.on_reload`) that loads those settings again,
+  for a row changed behind the console's back (another process, a shell);
 - an initial-presence hook that sends the message of the day.
 """
 
@@ -24,6 +26,7 @@ class AdminUiConfig(AppConfig):
 
         if hasattr(plugins, "listener"):
             plugins.listener(start_console)
+        plugins.on_reload("run-time settings")(reload_settings)
         plugins.on_initial_presence(send_message_of_the_day)
 
 
@@ -46,6 +49,17 @@ async def start_console(host: str):
             task.cancel()
 
     return stop
+
+
+async def reload_settings() -> str:
+    """The ServerSetting rows, read again (the ORM in a worker thread) and applied."""
+    from asgiref.sync import sync_to_async
+
+    from . import server_settings
+
+    overrides = await sync_to_async(server_settings.load_overrides)()
+    server_settings.apply(overrides)
+    return f"run-time settings ({', '.join(sorted(overrides)) or 'no overrides'})"
 
 
 def send_message_of_the_day(session) -> None:

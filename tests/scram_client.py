@@ -19,8 +19,10 @@ class ScramSha256Client:
         """The base64 client-first-message for <auth/>."""
         return base64.b64encode(("n,," + self.first_bare).encode()).decode()
 
-    def final_message(self, server_first_b64: str) -> str:
-        """The base64 client-final-message for <response/>, from the challenge."""
+    def final_message(self, server_first_b64: str, channel_binding: str = "biws") -> str:
+        """The base64 client-final-message for <response/>, from the challenge;
+        `channel_binding` is c=, base64 of the GS2 header and any binding data
+        ("biws" is "n,,": none, RFC 5802 §7)."""
         server_first = base64.b64decode(server_first_b64).decode()
         fields = dict(part.split("=", 1) for part in server_first.split(","))
         salted = hashlib.pbkdf2_hmac(
@@ -28,7 +30,7 @@ class ScramSha256Client:
         )
         client_key = hmac.new(salted, b"Client Key", "sha256").digest()
         stored_key = hashlib.sha256(client_key).digest()
-        final_bare = f"c=biws,r={fields['r']}"
+        final_bare = f"c={channel_binding},r={fields['r']}"
         auth_message = f"{self.first_bare},{server_first},{final_bare}".encode()
         signature = hmac.new(stored_key, auth_message, "sha256").digest()
         proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))

@@ -1,12 +1,14 @@
 """The server's own IQ services, asked by a real client: ping (XEP-0199),
 service discovery (XEP-0030), software version (XEP-0092), entity time
-(XEP-0202), and disco#info answered on behalf of an account (RFC 6121 §8.5.2.1.3)."""
+(XEP-0202), and disco#info and ping answered on behalf of an account
+(RFC 6121 §8.5.2.1.3, XEP-0199 §4.2 and §4.4)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import re
+import xml.etree.ElementTree as ET
 
 import pytest
 from slixmpp.exceptions import IqError
@@ -141,3 +143,96 @@ def test_disco_info_to_nonexistent_account_gets_service_unavailable(xmpp_server)
     error = ask(xmpp_server, "iq-nobody-info", request)
     assert error["from"].full == xmpp_server.jid("nobody")
     assert error["error"]["condition"] == "service-unavailable"
+
+
+NS_PING = "urn:xmpp:ping"
+PING = f"<ping xmlns='{NS_PING}'/>"
+
+
+async def iq_get(client, payload: str, to: str | None):
+    """Send an IQ-get carrying `payload`, with no 'to' when `to` is None; return
+    the answer, a result or an error <iq/>."""
+    iq = client.make_iq(ito=to, itype="get")
+    iq.append(ET.fromstring(payload))
+    try:
+        return await iq.send(timeout=10)
+    except IqError as error:
+        return error.iq
+
+
+@pytest.mark.parametrize("addressed", ["no 'to'", "own bare JID"])
+def test_ping_to_the_own_account_is_answered_by_the_server(xmpp_server, addressed):
+    """A ping with no 'to', or to the sender's bare JID, is handled by the server
+    on behalf of the account and answered with an empty result (XEP-0199 §4.2,
+    RFC 6120 §10.3.3), from the account's bare JID or with no 'from'
+    (RFC 6120 §8.1.2.1), not with <service-unavailable/>."""
+    to = None if addressed == "no 'to'" else xmpp_server.jid("alice")
+    answer = ask(xmpp_server, "iq-ping-self", lambda client: iq_get(client, PING, to))
+    assert answer["type"] == "result"
+    assert len(answer.xml) == 0
+    assert answer.xml.get("from") in (None, xmpp_server.jid("alice"))
+
+
+def test_ping_to_another_users_bare_jid_is_answered_on_their_behalf(xmpp_server):
+    """A ping to another (offline) user's bare JID is answered by the server on
+    that account's behalf (XEP-0199 §4.4, RFC 6121 §8.5.2.2.3), from the bare JID."""
+    answer = ask(
+        xmpp_server, "iq-ping-carol", lambda client: iq_get(client, PING, xmpp_server.jid("carol"))
+    )
+    assert answer["type"] == "result"
+    assert answer["from"].full == xmpp_server.jid("carol")
+
+
+def test_ping_to_another_online_users_bare_jid_is_answered_by_the_server(xmpp_server):
+    """With bob online, a ping to bob's bare JID is still answered by the server
+    (RFC 6121 §8.5.2.1.3: not delivered to a resource), so bob sees no ping."""
+
+    async def scenario():
+        alice = await connect(xmpp_server, "alice", "iq-ping-bob")
+        bob = await connect(xmpp_server, "bob", "iq-pinged")
+        pinged = asyncio.Event()
+        bob.add_event_handler("xmpp_ping", lambda _: pinged.set())
+        try:
+            answer = await iq_get(alice, PING, xmpp_server.jid("bob"))
+            await asyncio.sleep(0.3)
+            return answer, pinged.is_set()
+        finally:
+            await disconnect(alice, bob)
+
+    answer, bob_was_pinged = asyncio.run(scenario())
+    assert answer["type"] == "result"
+    assert answer["from"].full == xmpp_server.jid("bob")
+    assert not bob_was_pinged
+
+
+def test_ping_to_a_nonexistent_account_gets_service_unavailable(xmpp_server):
+    """A ping to the bare JID of no account gets <service-unavailable/> (RFC 6121 §8.5.1)."""
+    nobody = xmpp_server.jid("nobody")
+    answer = ask(xmpp_server, "iq-ping-nobody", lambda client: iq_get(client, PING, nobody))
+    assert answer["type"] == "error"
+    assert answer["error"]["condition"] == "service-unavailable"
+
+
+def test_account_disco_info_lists_ping(xmpp_server):
+    """An account's disco#info lists urn:xmpp:ping, which the server answers for
+    it (XEP-0199 §5), so a client that checks before pinging keeps pinging."""
+    result = ask(
+        xmpp_server,
+        "iq-account-ping-feature",
+        lambda client: client.plugin["xep_0030"].get_info(jid=None, local=False, timeout=10),
+    )
+    assert NS_PING in result["disco_info"]["features"]
+
+
+@pytest.mark.parametrize(
+    "payload", ["<query xmlns='jabber:iq:version'/>", f"<time xmlns='{NS_TIME}'/>"]
+)
+@pytest.mark.parametrize("addressed", ["no 'to'", "own bare JID"])
+def test_version_and_time_of_an_account_get_service_unavailable(xmpp_server, payload, addressed):
+    """Software version and entity time describe a client (a full JID), which the
+    server cannot answer for on the account's behalf: <service-unavailable/>
+    (RFC 6121 §8.5.2.1.3), as Prosody and ejabberd answer."""
+    to = None if addressed == "no 'to'" else xmpp_server.jid("alice")
+    answer = ask(xmpp_server, "iq-account-version", lambda client: iq_get(client, payload, to))
+    assert answer["type"] == "error"
+    assert answer["error"]["condition"] == "service-unavailable"

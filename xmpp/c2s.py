@@ -700,15 +700,29 @@ class ClientSession:
         self.transport.write(framing.error(error.to_bytes()) + framing.close())
         self._close_now()
 
-    def close_stream(self) -> None:
-        """Close the stream from our side (shutdown): send </stream:stream> and give
-        the peer a moment to answer with its own before the transport is closed."""
+    def close_stream(self, error: StreamError) -> None:
+        """Close the stream from our side (shutdown: <system-shutdown/>, RFC 6120
+        §4.9.3.20): the stream error, then </stream:stream>, and give the peer a
+        moment to answer with its own before the transport is closed (§4.4)."""
         if self._closing:
             return
+        self._drain_held()
+        self.transport.resume_reading()  # for the peer's </stream:stream>
         self._closing = True
         if not self._header_sent:
             self._send_header(None)
-        self.transport.write(self.transport.framing.close())
+        framing = self.transport.framing
+        self.transport.write(framing.error(error.to_bytes()) + framing.close())
+
+    def _drain_held(self) -> None:
+        """Handle, unshaped, what a shaping hold keeps: it was taken from the
+        client, and is not lost because the stream ends."""
+        if self._resume_timer is None:
+            return
+        self._resume_timer.cancel()
+        self._resume_timer = None
+        pending, self._pending = self._pending or [], None
+        self._process(pending, shaped=False)
 
     def _peer_closed(self) -> None:
         if not self._closing:
@@ -729,13 +743,7 @@ class ClientSession:
             self.stream_error(StreamError("connection-timeout", "authenticate sooner"))
 
     def connection_lost(self) -> None:
-        if self._resume_timer is not None:
-            # Stanzas read while the stream was held by shaping were taken
-            # from the client: they are handled, not lost with the connection.
-            self._resume_timer.cancel()
-            self._resume_timer = None
-            pending, self._pending = self._pending or [], None
-            self._process(pending, shaped=False)
+        self._drain_held()
         self._closing = True
         self.parser.discard()
         if self._auth_timer is not None:

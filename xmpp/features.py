@@ -1,6 +1,10 @@
 """The server's own IQ services: service discovery (XEP-0030), ping (XEP-0199),
 software version (XEP-0092) and entity time (XEP-0202).
 
+Ping is answered for the server's domain and, on the account's behalf, for a
+user's bare JID and for an IQ with no 'to' (XEP-0199 §4.2, §4.4); version
+and time only for the domain.
+
 Disco answers are built from the plugin registry, so an app that registers
 a feature or a service domain shows up here without this module naming it.
 """
@@ -108,6 +112,31 @@ def ping(request: IqRequest) -> None:
     return None
 
 
+@plugins.iq(f"{{{NS_PING}}}ping", scopes=("account",), feature=NS_PING)
+def account_ping(request: IqRequest):
+    """XEP-0199 §4.2: a ping with no 'to', or to the sender's own bare JID, is
+    handled by the server on behalf of the account, "equivalent to directing
+    the IQ-get to the server itself" (RFC 6120 §10.3.3: no 'to' is the
+    account). §4.4: a ping to another user's bare JID "will be handled by the
+    server on behalf of the client" too, which RFC 6121 §8.5.2.1.3 and
+    §8.5.2.2.3 make a result whether or not the user is online; only an
+    account that does not exist gets <service-unavailable/> (§8.5.1). Prosody
+    (mod_ping, iq-get/bare) and ejabberd (mod_ping on ejabberd_sm) do the same."""
+    if request.sender.bare == request.to or request.router.sessions.has_sessions(request.to):
+        return None  # no database for the keepalive of a client
+    return _pong_from_account(request)
+
+
+async def _pong_from_account(request: IqRequest) -> None:
+    await _require_account(request)
+    return None
+
+
+# Software version and entity time are registered for the server only: a bare
+# JID (or no 'to') is the account, whose software and clock are its clients'
+# (XEP-0092 §1, XEP-0202 §1, asked of a full JID), which the server cannot
+# answer for, so RFC 6121 §8.5.2.1.3 gives <service-unavailable/>. Prosody
+# (iq-get/host only) and ejabberd (ejabberd_local only) answer the same way.
 @plugins.iq(f"{{{NS_VERSION}}}query", feature=NS_VERSION)
 def software_version(request: IqRequest) -> Element:
     query = Element(f"{{{NS_VERSION}}}query")

@@ -109,6 +109,9 @@ AccountItemsProvider = Callable[[IqRequest], "list[Element] | Awaitable[list[Ele
 # Starts an app's own listeners on the running loop, given the bind address;
 # returns the coroutine function that stops them at shutdown.
 ListenerStarter = Callable[[str], Awaitable[Callable[[], Awaitable[None]]]]
+# Reloads something on SIGHUP without dropping sessions (xmpp/reload.py);
+# returns what it reloaded, for the log line, or raises to keep the old.
+ReloadHook = Callable[[], Awaitable[str]]
 
 
 class PresenceHandler:
@@ -160,6 +163,7 @@ class PluginRegistry:
     listeners: list[ListenerStarter] = field(default_factory=list)
     account_identities: list[dict[str, str]] = field(default_factory=list)
     account_items_providers: list[AccountItemsProvider] = field(default_factory=list)
+    reload_hooks: list[tuple[str, ReloadHook]] = field(default_factory=list)
 
     def iq(
         self,
@@ -265,6 +269,15 @@ class PluginRegistry:
         """Open listeners of an app's own protocol (STUN over UDP...) on runxmpp's loop."""
         self.listeners.append(starter)
         return starter
+
+    def on_reload(self, what: str) -> Callable[[ReloadHook], ReloadHook]:
+        """Reload `what` (e.g. "run-time settings") on SIGHUP."""
+
+        def register(hook: ReloadHook) -> ReloadHook:
+            self.reload_hooks.append((what, hook))
+            return hook
+
+        return register
 
 
 plugins = PluginRegistry()

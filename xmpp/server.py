@@ -157,12 +157,15 @@ class XmppServer:
         return TcpStream(self, direct_tls)
 
     async def stop(self, grace: float = 2.0) -> None:
-        """Close every stream with </stream:stream> (RFC 6120 §4.4), then the listeners."""
+        """Close every stream with <system-shutdown/> and </stream:stream> (RFC 6120
+        §4.9.3.20, §4.4), so that clients know why and wait before reconnecting;
+        then the listeners."""
         for listener in self.listeners:
             listener.close()
         sessions = self.all_sessions()
+        shutdown = StreamError("system-shutdown", "the server is shutting down")
         for session in sessions:
-            session.close_stream()
+            session.close_stream(shutdown)
         deadline = time.monotonic() + grace
         while self._open_sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

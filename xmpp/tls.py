@@ -96,14 +96,24 @@ def channel_bindings(connection: ssl.SSLObject, server_end_point: bytes) -> dict
     return bindings
 
 
-def load_tls_config(domain: str, data_dir: Path, cert: str = "", key: str = "") -> TlsConfig:
+def certificate_files(
+    domain: str, data_dir: Path, cert: str = "", key: str = ""
+) -> tuple[Path, Path]:
+    """The certificate (with its chain) and key files: XMPP_TLS_CERT/KEY, else the
+    self-signed pair in XMPP_DATA_DIR, generated the first time."""
     if cert and key:
-        cert_path, key_path = Path(cert), Path(key)
-    else:
-        cert_path, key_path = data_dir / f"{domain}.crt", data_dir / f"{domain}.key"
-        if not (cert_path.exists() and key_path.exists()):
-            log.info("generating a self-signed certificate for %s in %s", domain, data_dir)
-            generate_self_signed(domain, cert_path, key_path)
+        return Path(cert), Path(key)
+    cert_path, key_path = data_dir / f"{domain}.crt", data_dir / f"{domain}.key"
+    if not (cert_path.exists() and key_path.exists()):
+        log.info("generating a self-signed certificate for %s in %s", domain, data_dir)
+        generate_self_signed(domain, cert_path, key_path)
+    return cert_path, key_path
+
+
+def load_tls_config(domain: str, data_dir: Path, cert: str = "", key: str = "") -> TlsConfig:
+    """A new TlsConfig from the files; raises (ssl.SSLError, OSError, ValueError)
+    if they cannot be read, do not parse, or the key does not match."""
+    cert_path, key_path = certificate_files(domain, data_dir, cert, key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # A TLS 1.2 renegotiation would change tls-unique under a SASL exchange,

@@ -93,7 +93,12 @@ class BoshSession:
         if self.closed or not data:
             return
         if data.startswith(b"<stream:error"):
-            self.condition = "remote-stream-error"  # XEP-0206 §7: the error goes inside
+            # XEP-0206 §7: a stream error ends the BOSH session; it goes inside
+            # the terminate body, whose condition is remote-stream-error.
+            self.condition = "remote-stream-error"
+            self._out.append(data)
+            self.close()
+            return
         self._out.append(data)
         if not self._flush_soon:  # what is written in one go leaves in one response
             self._flush_soon = True

@@ -21,6 +21,7 @@ from ..tls import channel_bindings as tls_channel_bindings
 
 if TYPE_CHECKING:
     from ..server import XmppServer
+    from ..tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class TcpStream(asyncio.BufferedProtocol):
         "peer",
         "secure",
         "_tls",
+        "_tls_config",
         "_incoming",
         "_outgoing",
         "_handshaking",
@@ -54,6 +56,9 @@ class TcpStream(asyncio.BufferedProtocol):
         self.peer = ""
         self.secure = False
         self._tls: ssl.SSLObject | None = None
+        # The TLS configuration this connection was made with: a reload
+        # (SIGHUP) changes server.tls for new connections only.
+        self._tls_config: TlsConfig | None = None
         self._incoming: ssl.MemoryBIO | None = None
         self._outgoing: ssl.MemoryBIO | None = None
         self._handshaking = False
@@ -104,7 +109,9 @@ class TcpStream(asyncio.BufferedProtocol):
         """The connection's channel bindings for SCRAM-*-PLUS (xmpp/tls.py)."""
         if not self.secure:
             return {}
-        return tls_channel_bindings(self._tls, self.server.tls.server_end_point)
+        # RFC 5929 §4.1: tls-server-end-point is the hash of the certificate
+        # this connection used, which a SIGHUP reload does not change.
+        return tls_channel_bindings(self._tls, self._tls_config.server_end_point)
 
     @property
     def buffered(self) -> int:
@@ -141,7 +148,8 @@ class TcpStream(asyncio.BufferedProtocol):
         self.flush()  # <proceed/> goes out in the clear, before the handshake
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self._tls = self.server.tls.context.wrap_bio(
+        self._tls_config = self.server.tls
+        self._tls = self._tls_config.context.wrap_bio(
             self._incoming, self._outgoing, server_side=True
         )
         self._handshaking = True

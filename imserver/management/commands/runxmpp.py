@@ -3,15 +3,18 @@
 Daphne (HTTP and, on XMPP_HTTPS_PORT, HTTPS; WebSocket and BOSH) runs on Twisted's asyncio
 reactor, and the XMPP listeners are opened on that same asyncio loop, so
 the whole server is one process and one loop. SIGINT/SIGTERM close every
-stream with </stream:stream> (RFC 6120 §4.4) before the process exits 0.
+stream with <system-shutdown/> and </stream:stream> (RFC 6120 §4.9.3.20,
+§4.4) before the process exits 0. SIGHUP reloads the TLS certificate (for
+new connections, XMPP and HTTPS) and the run-time settings without dropping
+a session (xmpp/reload.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import resource
+import signal
 from pathlib import Path
 
 from django.conf import settings
@@ -81,6 +84,7 @@ class Command(BaseCommand):
         asyncio.set_event_loop(loop)
         xmpp_server = XmppServer.from_settings()
         XmppServer.current = xmpp_server
+        _reload_on_sighup(loop, xmpp_server)
         loop.run_until_complete(xmpp_server.start(host, c2s_port, c2s_tls_port))
         from xmpp.plugins import plugins
 
@@ -108,16 +112,29 @@ class Command(BaseCommand):
             from daphne.server import Server
             from twisted.internet.endpoints import quoteStringArgument
 
-            interface = quoteStringArgument(host)
             endpoints = []
             if http_port:
-                endpoints.append(f"tcp:port={http_port}:interface={interface}")
-            if https_port:
-                endpoints.append(f"ssl:port={https_port}:interface={interface}:{_tls_files()}")
+                endpoints.append(f"tcp:port={http_port}:interface={quoteStringArgument(host)}")
             application = get_default_application()
+            https_certificate = None
             if https_port:
                 application = WebSocketSchemeFromPort(application, https_port)
-            http_server = Server(application=application, endpoints=endpoints, signal_handlers=True)
+                https_certificate = _https_certificate()
+
+            def listen_https() -> None:
+                if https_certificate is not None:
+                    _listen_https(http_server, host, https_port, https_certificate)
+
+            http_server = Server(
+                application=application,
+                # Daphne will not start without an endpoint string; the HTTPS
+                # port is opened by listen_https, so HTTPS alone passes it a
+                # placeholder, removed before run() reads the list.
+                endpoints=endpoints or ["https"],
+                signal_handlers=True,
+                ready_callable=listen_https,
+            )
+            http_server.endpoints = endpoints
             reactor.callWhenRunning(_use_xmpp_websocket_frames, http_server)
             http_server.run()
         else:
@@ -136,29 +153,55 @@ def _use_xmpp_websocket_frames(http_server) -> None:
     http_server.ws_factory.setProtocolOptions(failByDrop=False)
 
 
-def _tls_files() -> str:
-    """The ssl: endpoint arguments for the certificate the XMPP listeners use
-    (XMPP_TLS_CERT/KEY, else the one xmpp.tls generated in XMPP_DATA_DIR,
-    which XmppServer.from_settings() has made by now)."""
-    from twisted.internet.endpoints import quoteStringArgument
+def _https_certificate():
+    """The certificate for HTTPS and wss://: the XMPP listeners' (xmpp.tls), in a
+    connection creator that SIGHUP can give a new one (imserver/https_certificate.py)."""
+    from imserver.https_certificate import ReloadableCertificate
+    from xmpp.plugins import plugins
+    from xmpp.tls import certificate_files
 
-    if settings.XMPP_TLS_CERT and settings.XMPP_TLS_KEY:
-        cert, key = Path(settings.XMPP_TLS_CERT), Path(settings.XMPP_TLS_KEY)
-    else:
-        data_dir, domain = Path(settings.XMPP_DATA_DIR), settings.XMPP_DOMAIN
-        cert, key = data_dir / f"{domain}.crt", data_dir / f"{domain}.key"
-    args = f"privateKey={quoteStringArgument(str(key))}:certKey={quoteStringArgument(str(cert))}"
-    # Twisted takes only the first certificate of certKey: a full chain's
-    # intermediates go to extraCertChain, from a file of their own.
-    pems = re.findall(
-        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", cert.read_bytes(), re.DOTALL
+    certificate = ReloadableCertificate(
+        *certificate_files(
+            settings.XMPP_DOMAIN,
+            Path(settings.XMPP_DATA_DIR),
+            settings.XMPP_TLS_CERT,
+            settings.XMPP_TLS_KEY,
+        )
     )
-    if len(pems) > 1:
-        chain = Path(settings.XMPP_DATA_DIR) / "https-chain.pem"
-        chain.parent.mkdir(parents=True, exist_ok=True)
-        chain.write_bytes(b"\n".join(pems[1:]) + b"\n")
-        args += f":extraCertChain={quoteStringArgument(str(chain))}"
-    return args
+
+    @plugins.on_reload("HTTPS certificate")
+    async def reload_https_certificate() -> str:
+        await asyncio.to_thread(certificate.reload)
+        return "HTTPS certificate"
+
+    return certificate
+
+
+def _listen_https(http_server, host: str, port: int, certificate) -> None:
+    """Open the HTTPS port for Daphne's HTTP factory (it exists once run() has
+    begun: Daphne calls this just before the reactor runs), through
+    SSL4ServerEndpoint with our connection creator rather than an ssl: string."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    listening = SSL4ServerEndpoint(reactor, port, certificate, interface=host).listen(
+        http_server.http_factory
+    )
+    listening.addCallback(http_server.listen_success)
+    listening.addErrback(http_server.listen_error)
+    http_server.listeners.append(listening)
+
+
+def _reload_on_sighup(loop, xmpp_server) -> None:
+    """SIGHUP reloads (xmpp/reload.py) instead of ending the process. A plain
+    signal handler hands over to the loop, as Twisted's own for SIGTERM does:
+    asyncio's add_signal_handler would take the wakeup fd Twisted sets."""
+    from xmpp.reload import reload
+
+    def on_sighup(signum, frame) -> None:
+        loop.call_soon_threadsafe(lambda: xmpp_server.spawn(reload(xmpp_server)))
+
+    signal.signal(signal.SIGHUP, on_sighup)
 
 
 class WebSocketSchemeFromPort:
