@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,6 +189,19 @@ def start_server(data_dir: Path, **extra_env: str) -> RunningServer:
         process.kill()
         raise
     return server
+
+
+@contextmanager
+def private_server(tmp_path_factory, name: str, **env: str) -> Iterator[RunningServer]:
+    """A server of its own with `env` overrides (limits, ...), on the suite's
+    kind of database (SQLite, or a PostgreSQL database of its own when
+    DATABASE_URL is set), with the accounts alice and bob."""
+    server = start_server(tmp_path_factory.mktemp(name), **env)
+    try:
+        server.manage("register", "--from-file", "-", input=f"alice {PASSWORD}\nbob {PASSWORD}\n")
+        yield server
+    finally:
+        stop_server(server)
 
 
 def stop_server(server: RunningServer, timeout: float = 15, drop_database: bool = True) -> int:

@@ -16,14 +16,12 @@ import re
 import resource
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import pytest
 
 from .clients import RawStream, connect, disconnect
-from .conftest import PASSWORD, RunningServer, start_server, stop_server
+from .conftest import PASSWORD, private_server
 from .test_bosh import Bosh
 from .test_stream_hardening import (
     NS_SASL,
@@ -36,19 +34,6 @@ from .test_stream_hardening import (
 from .test_websocket import WsStream
 
 SASL_SUCCESS = "<success[^>]*(/>|>[^<]*</success>)"
-
-
-@contextmanager
-def private_server(tmp_path_factory, name: str, **limits: str) -> Iterator[RunningServer]:
-    """A server of its own with `limits`, on the suite's kind of database
-    (SQLite, or a PostgreSQL database of its own when DATABASE_URL is set),
-    with the accounts alice and bob."""
-    server = start_server(tmp_path_factory.mktemp(name), **limits)
-    try:
-        server.manage("register", "--from-file", "-", input=f"alice {PASSWORD}\nbob {PASSWORD}\n")
-        yield server
-    finally:
-        stop_server(server)
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .clients import STREAM_HEADER, RawStream, connect, disconnect, insecure_context, raw_login
-from .conftest import PASSWORD, RunningServer, start_server, stop_server
+from .conftest import PASSWORD, RunningServer
+from .conftest import private_server as shared_private_server
+from .scram_client import ScramPlusClient
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
@@ -133,16 +133,10 @@ def rss_kib(pid: int) -> int:
 # -- private servers with other limits ----------------------------------------
 
 
-@contextmanager
-def private_server(tmp_path_factory, name: str, **limits: str) -> Iterator[RunningServer]:
-    """A server of its own (own SQLite database, in-memory channel layer) with
-    `limits` as environment overrides, and the accounts alice and bob."""
-    server = start_server(tmp_path_factory.mktemp(name), DATABASE_URL="", REDIS_URL="", **limits)
-    try:
-        server.manage("register", "--from-file", "-", input=f"alice {PASSWORD}\nbob {PASSWORD}\n")
-        yield server
-    finally:
-        stop_server(server)
+def private_server(tmp_path_factory, name: str, **limits: str):
+    """conftest's private_server on a SQLite database of its own and the
+    in-memory channel layer, whatever the suite runs on."""
+    return shared_private_server(tmp_path_factory, name, DATABASE_URL="", REDIS_URL="", **limits)
 
 
 @pytest.fixture(scope="module")
@@ -607,41 +601,6 @@ def test_data_after_starttls_in_the_same_packet_is_discarded(xmpp_server):
 # -- SCRAM with channel binding (RFC 5802, RFC 5929) --------------------------
 
 
-class ScramPlusClient:
-    """SCRAM-SHA-256-PLUS, client side, written out from RFC 5802 §3 and §7 with
-    the 'tls-server-end-point' channel binding of RFC 5929 §4."""
-
-    gs2_header = b"p=tls-server-end-point,,"
-
-    def __init__(self, user: str, password: str, cb_data: bytes) -> None:
-        self.password = password
-        self.cb_data = cb_data
-        self.first_bare = f"n={user},r={secrets.token_urlsafe(18)}".encode()
-        self.server_signature = b""
-
-    def first(self) -> bytes:
-        return self.gs2_header + self.first_bare
-
-    def final(self, server_first: bytes) -> bytes:
-        attributes = dict(item.split(b"=", 1) for item in server_first.split(b","))
-        assert attributes[b"r"].startswith(self.first_bare.split(b",r=")[1])
-        salted = hashlib.pbkdf2_hmac(
-            "sha256",
-            self.password.encode(),
-            base64.b64decode(attributes[b"s"]),
-            int(attributes[b"i"]),
-        )
-        channel = base64.b64encode(self.gs2_header + self.cb_data)
-        without_proof = b"c=" + channel + b",r=" + attributes[b"r"]
-        auth_message = b",".join([self.first_bare, server_first, without_proof])
-        client_key = hmac.digest(salted, b"Client Key", "sha256")
-        signature = hmac.digest(hashlib.sha256(client_key).digest(), auth_message, "sha256")
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        server_key = hmac.digest(salted, b"Server Key", "sha256")
-        self.server_signature = hmac.digest(server_key, auth_message, "sha256")
-        return without_proof + b",p=" + base64.b64encode(proof)
-
-
 def sasl_payload(data: bytes, element: str) -> bytes:
     match = re.search(f"<{element} [^>]*>([^<]*)</{element}>".encode(), data)
     assert match, f"no <{element}/> in {data!r}"
@@ -651,7 +610,7 @@ def sasl_payload(data: bytes, element: str) -> bytes:
 def scram_plus_exchange(stream: RawStream, cb_data: bytes) -> tuple[ScramPlusClient, bytes]:
     """Run SCRAM-SHA-256-PLUS as alice over `stream` (after STARTTLS); return the
     client and the server's last answer (<success/> or <failure/>)."""
-    client = ScramPlusClient("alice", PASSWORD, cb_data)
+    client = ScramPlusClient("SHA-256", "alice", PASSWORD, b"p=tls-server-end-point,,", cb_data)
     first = base64.b64encode(client.first()).decode()
     stream.send(f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256-PLUS'>{first}</auth>")
     server_first = sasl_payload(stream.read_until(b"</challenge>"), "challenge")

@@ -72,10 +72,12 @@ class StreamShaper:
 
     def admit_stanza(self, limits, now: float) -> bool:
         """Take one stanza from the budget if there is one."""
-        rate, burst = limits.stanzas_per_second, limits.stanzas_burst
-        if self.stanzas.level(rate, burst, now) < 1:
+        rate = limits.stanzas_per_second
+        if rate <= 0:
+            return True
+        if self.stanzas.level(rate, limits.stanzas_burst, now) < 1:
             return False
-        self.stanzas.take(1, rate, burst, now)
+        self.stanzas.tokens -= 1  # level() has just brought it up to date
         return True
 
     def pause(self, limits, now: float, stanza_waiting: bool) -> float:
