@@ -150,7 +150,7 @@ class ClientSession:
             return
         limits = self.server.limits
         now = time.monotonic()
-        self._shaper.read(len(data) if size is None else size, limits, now)
+        in_debt = self._shaper.read(len(data) if size is None else size, limits, now)
         try:
             events = self.parser.feed(data)
         except StreamError as exc:
@@ -160,15 +160,14 @@ class ClientSession:
             self._pending.extend(events)
             return
         if events:
-            self._process(events)
-        if self._pending is None and not self._closing and limits.bytes_per_second:
-            delay = self._shaper.pause(limits, now, stanza_waiting=False)
-            if delay:
-                self._hold([], delay)
+            self._process(events, now)
+        if in_debt and self._pending is None and not self._closing:
+            self._hold([], self._shaper.pause(limits, now, stanza_waiting=False))
 
-    def _process(self, events: list, shaped: bool = True) -> None:
+    def _process(self, events: list, now: float | None = None, shaped: bool = True) -> None:
         limits = self.server.limits
-        now = time.monotonic()
+        if now is None:
+            now = time.monotonic()
         for index, event in enumerate(events):
             if self._closing and not isinstance(event, StreamClosed):
                 return

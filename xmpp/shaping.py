@@ -42,10 +42,12 @@ class TokenBucket:
         self.stamp = now
         return self.tokens
 
-    def take(self, amount: float, rate: float, burst: float, now: float) -> None:
-        """Spend `amount`, into debt if need be."""
-        if rate > 0:
-            self.tokens = self.level(rate, burst, now) - amount
+    def take(self, amount: float, rate: float, burst: float, now: float) -> bool:
+        """Spend `amount`, into debt if need be; True if now in debt."""
+        if rate <= 0:
+            return False
+        self.tokens = self.level(rate, burst, now) - amount
+        return self.tokens < 0
 
     def wait(self, rate: float, burst: float, now: float, needed: float = 0.0) -> float:
         """Seconds until at least `needed` tokens (and a little more, see
@@ -66,9 +68,10 @@ class StreamShaper:
         self.stanzas = TokenBucket(limits.stanzas_burst, now)
         self.bytes = TokenBucket(limits.bytes_burst, now)
 
-    def read(self, size: int, limits, now: float) -> None:
-        """Account for `size` bytes just read from the client."""
-        self.bytes.take(size, limits.bytes_per_second, limits.bytes_burst, now)
+    def read(self, size: int, limits, now: float) -> bool:
+        """Account for `size` bytes just read from the client; True if the
+        byte budget is now in debt (the stream should pause)."""
+        return self.bytes.take(size, limits.bytes_per_second, limits.bytes_burst, now)
 
     def admit_stanza(self, limits, now: float) -> bool:
         """Take one stanza from the budget if there is one."""
