@@ -3,9 +3,10 @@
 Reads happen once per room, when a stanza first reaches a room that is not
 in memory (`load_room`, one thread hop for the room, its affiliations and
 its last messages). Writes never hold up a stanza: they go through one
-ordered queue (`DatabaseWriter`) drained by a task that exists only while
-there is work; it waits XMPP_MUC_HISTORY_FLUSH_MS so that history messages
-pile up, then runs everything pending in one thread hop, each run of
+ordered queue (`DatabaseWriter`, a BatchedWriter of xmpp/writer.py) drained
+by a task that exists only while there is work; it waits
+XMPP_MUC_HISTORY_FLUSH_MS so that history messages pile up (a crash can lose
+that much history), then runs everything pending in one thread hop, each run of
 consecutive history messages as one bulk_create (XEP-0045 §7.2.15 history
 that survives a restart, without a query per message). After a batch, a
 room keeps its last muc#maxhistoryfetch messages in the database, or all
@@ -14,19 +15,18 @@ of them if it is logged (muc#roomconfig_enablelogging).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 
 from xmpp.protocol.jid import JID, InvalidJID
+from xmpp.writer import BatchedWriter
 
 from .models import Room as RoomRow
 from .models import RoomAffiliation, RoomMessage
@@ -180,33 +180,23 @@ class HistoryRow:
 
 
 class DatabaseWriter:
-    """One ordered queue of writes for the whole service, drained in batches."""
+    """One ordered queue of writes for the whole service: a BatchedWriter
+    (xmpp/writer.py) that lets a batch gather for XMPP_MUC_HISTORY_FLUSH_MS.
+    A batch is not one transaction (each operation's failure is its own), so
+    one that fails as a whole is logged and dropped, never tried again: a
+    second attempt could write its history twice."""
 
     def __init__(self) -> None:
-        self._pending: list[Any] = []
-        self._task: asyncio.Task | None = None
-        self.router: Router | None = None
+        self.writer: BatchedWriter[Callable[[], None] | HistoryRow] = BatchedWriter(
+            "muc", _apply, interval=flush_delay, max_batch=MAX_BATCH
+        )
+        self.router: Router | None = None  # kept for callers; the writer owns its task
 
     def add(self, operation: Callable[[], None] | HistoryRow) -> None:
-        self._pending.append(operation)
-        if self._task is None:
-            if self.router is not None:
-                self._task = self.router.spawn(self._drain())
-            else:
-                self._task = asyncio.get_running_loop().create_task(self._drain())
+        self.writer.submit(operation)
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                if len(self._pending) < MAX_BATCH:
-                    await asyncio.sleep(flush_delay())
-                batch, self._pending = self._pending, []
-                try:
-                    await sync_to_async(_apply)(batch)
-                except Exception:
-                    log.exception("MUC: %d database writes failed", len(batch))
-        finally:
-            self._task = None
+    async def flush(self) -> None:
+        await self.writer.flush()
 
 
 def _apply(batch: list[Any]) -> None:

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import transaction
 
 from xmpp.protocol.xml import serialize
+from xmpp.writer import BatchedWriter
 
 from .forms import MAX
 from .models import Affiliation, Item, Node, Subscription
@@ -244,34 +245,43 @@ def load_services(jids: list[str], pep: bool) -> list[ServiceState]:
 
 class Writer:
     """Runs queued database changes in order, in batches, in one thread hand-off
-    per batch; `await writer.run(fn, *args)` returns fn's result once committed."""
+    per batch; `await writer.run(fn, *args)` returns fn's result once committed.
+
+    A group-commit BatchedWriter (xmpp/writer.py). `_run_batch` already gives
+    each change its own outcome; a batch that fails as a whole (no database)
+    fails every waiting change, and is not tried again: its clients get an
+    error and may retry themselves."""
 
     def __init__(self) -> None:
-        self._queue: list[tuple[Callable, tuple, asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
+        self.writer: BatchedWriter[tuple[Callable, tuple, asyncio.Future]] = BatchedWriter(
+            "pubsub", _commit_changes, committed=_answer_changes, on_failure=_fail_changes
+        )
 
     def run(self, fn: Callable, *args) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((fn, args, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+        self.writer.submit((fn, args, future))
         return future
 
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                results = await sync_to_async(_run_batch)([(fn, args) for fn, args, _ in batch])
-            except Exception as exc:  # the database is unreachable: fail the batch
-                log.exception("pubsub writes failed")
-                results = [(False, exc)] * len(batch)
-            for (_, _, future), (ok, value) in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+    async def flush(self) -> None:
+        await self.writer.flush()
+
+
+def _commit_changes(batch: list[tuple[Callable, tuple, asyncio.Future]]) -> list:
+    return _run_batch([(fn, args) for fn, args, _ in batch])
+
+
+def _answer_changes(batch: list[tuple[Callable, tuple, asyncio.Future]], results: list) -> None:
+    for (_, _, future), (ok, value) in zip(batch, results, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _fail_changes(batch: list[tuple[Callable, tuple, asyncio.Future]], exc: BaseException) -> None:
+    _answer_changes(batch, [(False, exc)] * len(batch))
 
 
 def _run_batch(batch: list[tuple[Callable, tuple]]) -> list[tuple[bool, object]]:

@@ -25,14 +25,13 @@ import time
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError
 
 from .models import LastActivity
 from .plugins import IqRequest, plugins
 from .protocol.errors import StanzaError
 from .protocol.jid import JID
+from .writer import BatchedWriter
 
 if TYPE_CHECKING:
     from .c2s import ClientSession
@@ -120,33 +119,22 @@ def record_logout(session: ClientSession) -> None:
 
 
 class LogoutWriter:
-    """Batches logout records (ARCHITECTURE.md: persisted writes go through a
-    batching writer): whatever piled up while one batch was written goes in
-    the next, as one upsert, and no task lives while there is nothing to do."""
+    """Logout records through a group-commit BatchedWriter (xmpp/writer.py):
+    whatever piled up while one batch was written goes in the next, as one
+    upsert in which an account's last logout wins. The upsert is idempotent,
+    so a failed batch is tried once more, then dropped (logged)."""
 
     def __init__(self) -> None:
-        self._pending: dict[str, tuple[datetime.datetime, str]] = {}
-        self._running = False
+        self.writer: BatchedWriter[tuple[str, datetime.datetime, str]] = BatchedWriter(
+            "logout", _store_logouts, retry=True
+        )
 
     def record(self, server, username: str, when: datetime.datetime, status: str) -> None:
-        self._pending[username] = (when, status)
-        if not self._running:
-            self._running = True
-            server.spawn(self._run())
-
-    async def _run(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, {}
-                try:
-                    await sync_to_async(_store_logouts)(batch)
-                except DatabaseError:
-                    log.exception("could not record %d logouts", len(batch))
-        finally:
-            self._running = False
+        self.writer.submit((username, when, status))
 
 
-def _store_logouts(batch: dict[str, tuple[datetime.datetime, str]]) -> None:
+def _store_logouts(records: list[tuple[str, datetime.datetime, str]]) -> None:
+    batch = {username: (when, status) for username, when, status in records}
     users = get_user_model().objects.filter(username__in=list(batch)).values_list("username", "pk")
     # Accounts removed meanwhile (XEP-0077 cancellation) simply drop out.
     rows = [

@@ -21,10 +21,11 @@ about the offline node or sent an <offline/> request, no session of the
 account is flooded while it lasts (XEP-0013 §2.2, §2.6), and messages are
 only removed on request (§2.5).
 
-Writes and deliveries go through one queue per process (OfflineQueue), run
-in order by one task that exists only while there is work: messages stay in
-the order they arrived, a batch of them costs three queries whatever its
-size, and a login after a store always sees it. None of this runs for a
+Writes and deliveries go through one queue per process (OfflineQueue), a
+group-commit BatchedWriter (xmpp/writer.py): messages stay in the order they
+arrived, a batch of them costs one thread hop and three queries whatever its
+size, a crash loses at most the batch committing and the one gathering, and
+a login after a store always sees it. None of this runs for a
 message to an online user, whose path has no database query.
 """
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, SubElement
 
@@ -49,6 +49,7 @@ from .protocol.errors import StanzaError, StreamError
 from .protocol.jid import JID, InvalidJID
 from .protocol.parser import StreamParser
 from .protocol.xml import NS_CLIENT, NS_STREAMS, serialize, split_tag
+from .writer import BatchedWriter
 
 if TYPE_CHECKING:
     from .c2s import ClientSession
@@ -190,24 +191,18 @@ class StoreJob:
 
     @staticmethod
     async def run(jobs: list[StoreJob]) -> None:
-        # XEP-0191 §3.3: a blocked sender's message is refused, not stored.
-        refused = await sync_to_async(_blocked_senders)(jobs)
-        for job in refused:
-            job.router.bounce(job.stanza, StanzaError("service-unavailable"))
-        jobs = [job for job in jobs if job not in refused]
-        if not jobs:
-            return
+        """One thread hop: the blocked senders are refused, the rest stored.
+        It raises if the transaction failed, which left nothing behind: the
+        writer then tries once more, and bounces the batch if that fails too
+        (`bounce_unstored`)."""
         entries = [(job.local, job.stanza.get("from", ""), job.text, job.when) for job in jobs]
-        try:
-            stored = await sync_to_async(_store_rows)(entries, settings.XMPP_OFFLINE_QUOTA)
-        except Exception:
-            log.exception("could not store %d offline messages", len(jobs))
-            for job in jobs:
-                job.router.bounce(job.stanza, StanzaError("internal-server-error"))
-            return
-        for job, kept in zip(jobs, stored, strict=True):
-            if not kept:
-                # RFC 6121 §8.5.1 (no such account), XEP-0160 §2 step 3 (queue full).
+        outcomes = await sync_to_async(_store_unless_blocked)(
+            jobs, entries, settings.XMPP_OFFLINE_QUOTA
+        )
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if outcome != STORED:
+                # XEP-0191 §3.3 (blocked), RFC 6121 §8.5.1 (no such account),
+                # XEP-0160 §2 step 3 (queue full).
                 job.router.bounce(job.stanza, StanzaError("service-unavailable"))
 
 
@@ -238,12 +233,29 @@ class DeliverJob:
             if delivered:
                 await sync_to_async(_delete_rows)(delivered)
         except Exception:
-            # The messages stay stored for the next login.
+            # Messages already delivered must not be delivered twice, so this
+            # batch is not retried: the messages stay stored for the next login.
             log.exception("could not deliver offline messages")
         finally:
             for job in jobs:
                 if not job.done.done():
                     job.done.set_result(None)
+
+
+STORED, REFUSED = "stored", "refused"
+
+
+def _store_unless_blocked(
+    jobs: list[StoreJob], entries: list[tuple[str, str, str, datetime.datetime]], quota: int
+) -> list[str]:
+    """For each job: STORED, or REFUSED (blocked sender, no such account, or
+    over quota)."""
+    refused = {id(job) for job in _blocked_senders(jobs)}
+    kept = [entry for job, entry in zip(jobs, entries, strict=True) if id(job) not in refused]
+    stored = iter(_store_rows(kept, quota))
+    return [
+        REFUSED if id(job) in refused else (STORED if next(stored) else REFUSED) for job in jobs
+    ]
 
 
 def _blocked_senders(jobs: list[StoreJob]) -> list[StoreJob]:
@@ -264,31 +276,39 @@ def _wants_flood(session: ClientSession) -> bool:
     return session.jid is not None and session.available and not _flexible_sessions(session)
 
 
+async def _run_jobs(batch: list[StoreJob] | list[DeliverJob]) -> None:
+    await type(batch[0]).run(batch)
+
+
+def bounce_unstored(batch: list[StoreJob] | list[DeliverJob], exc: BaseException) -> None:
+    """The writer gave up on a batch of stores: their senders learn of it."""
+    for job in batch:
+        if isinstance(job, StoreJob):
+            job.router.bounce(job.stanza, StanzaError("internal-server-error"))
+
+
 class OfflineQueue:
-    """Jobs run one batch at a time, in the order they came; a batch is a run
-    of jobs of one kind, so a store is always written before a later login
-    reads the queue. The task that runs them ends when the queue is empty."""
+    """Stores and deliveries in the order they came, through one group-commit
+    writer (xmpp/writer.py): a store is committed in the loop turn after it
+    arrives, or with the batch gathering behind the one committing, so a
+    crash loses at most those two; and a login after a store always sees it.
+    A batch is a run of jobs of one kind."""
 
     def __init__(self) -> None:
-        self._jobs: deque = deque()
-        self._running = False
+        self.writer: BatchedWriter[StoreJob | DeliverJob] = BatchedWriter(
+            "offline",
+            _run_jobs,
+            on_failure=bounce_unstored,
+            retry=True,
+            max_batch=MAX_BATCH,
+            batch_kind=type,
+        )
 
-    def submit(self, job: StoreJob | DeliverJob, router: Router) -> None:
-        self._jobs.append(job)
-        if not self._running:
-            self._running = True
-            router.spawn(self._run())
+    def submit(self, job: StoreJob | DeliverJob, router: Router | None = None) -> None:
+        self.writer.submit(job)
 
-    async def _run(self) -> None:
-        try:
-            while self._jobs:
-                kind = type(self._jobs[0])
-                batch = []
-                while self._jobs and type(self._jobs[0]) is kind and len(batch) < MAX_BATCH:
-                    batch.append(self._jobs.popleft())
-                await kind.run(batch)
-        finally:
-            self._running = False
+    async def flush(self) -> None:
+        await self.writer.flush()
 
 
 offline_queue = OfflineQueue()

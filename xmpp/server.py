@@ -32,6 +32,7 @@ from .sessions import SessionManager
 from .tls import TlsConfig, load_tls_config
 from .transport.batching import WriteBatcher
 from .transport.tcp import TcpStream
+from .writer import flush_all, writers
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,11 @@ class Limits:
             auth_failure_max_delay=get("XMPP_AUTH_FAILURE_MAX_DELAY"),
             require_tls=get("XMPP_REQUIRE_TLS"),
         )
+
+
+def _queued_writes() -> str:
+    """The writers holding writes not yet committed, e.g. "muc: 3", or ""."""
+    return ", ".join(f"{w.name}: {len(w)}" for w in writers() if len(w))
 
 
 def _open_files_limit() -> int:
@@ -172,10 +178,18 @@ class XmppServer:
         for session in sessions:
             session.transport.close()
         # Writes still in flight (offline messages, roster changes) finish
-        # before the process exits, within what is left of the grace period.
-        pending = self.router.pending_tasks() | set(self._tasks)
-        if pending:
-            await asyncio.wait(pending, timeout=max(0.5, deadline - time.monotonic()))
+        # before the process exits, within what is left of the grace period;
+        # the batched writers commit what they hold without waiting out
+        # their flush interval (xmpp/writer.py).
+        loop = asyncio.get_running_loop()
+        pending = self.router.pending_tasks() | set(self._tasks) | {loop.create_task(flush_all())}
+        await asyncio.wait(pending, timeout=max(0.5, deadline - time.monotonic()))
+        if _queued_writes():  # queued by tasks that ended after the flush began
+            await asyncio.wait(
+                {loop.create_task(flush_all())}, timeout=max(0.2, deadline - time.monotonic())
+            )
+        if _queued_writes():
+            log.warning("shutting down with writes not committed: %s", _queued_writes())
         for listener in self.listeners:
             await listener.wait_closed()
 
