@@ -3,10 +3,7 @@ software version (XEP-0092) and entity time (XEP-0202).
 
 Ping is answered for the server's domain and, on the account's behalf, for a
 user's bare JID and for an IQ with no 'to' (XEP-0199 §4.2, §4.4); version
-and time only for the domain. A ping's result goes out once the writes that
-commit at once (offline messages, logouts; xmpp/writer.py) submitted before
-it are committed: a client that sees its pong knows that what it sent before
-survives a crash. Nothing is queried; the pong waits at most for two commits.
+and time only for the domain.
 
 Disco answers are built from the plugin registry, so an app that registers
 a feature or a service domain shows up here without this module naming it.
@@ -23,7 +20,6 @@ from django.contrib.auth import get_user_model
 
 from .plugins import IqRequest, plugins
 from .protocol.errors import StanzaError
-from .writer import group_commits_pending
 
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
@@ -111,9 +107,9 @@ async def account_items(request: IqRequest) -> Element:
 
 
 @plugins.iq(f"{{{NS_PING}}}ping", feature=NS_PING)
-def ping(request: IqRequest):
+def ping(request: IqRequest) -> None:
     """XEP-0199 §4.2: the server answers with an empty result."""
-    return group_commits_pending()
+    return None
 
 
 @plugins.iq(f"{{{NS_PING}}}ping", scopes=("account",), feature=NS_PING)
@@ -127,15 +123,12 @@ def account_ping(request: IqRequest):
     account that does not exist gets <service-unavailable/> (§8.5.1). Prosody
     (mod_ping, iq-get/bare) and ejabberd (mod_ping on ejabberd_sm) do the same."""
     if request.sender.bare == request.to or request.router.sessions.has_sessions(request.to):
-        return group_commits_pending()  # no query for the keepalive of a client
+        return None  # no database for the keepalive of a client
     return _pong_from_account(request)
 
 
 async def _pong_from_account(request: IqRequest) -> None:
     await _require_account(request)
-    waiting = group_commits_pending()
-    if waiting is not None:
-        await waiting
     return None
 
 

@@ -42,7 +42,7 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
@@ -225,13 +225,6 @@ class BatchedWriter(Generic[T]):
 def writers() -> list[BatchedWriter]:
     """Every writer of this process (for the console and for shutdown)."""
     return list(_writers)
-
-
-def group_commits_pending() -> Awaitable[None] | None:
-    """None if no writer that commits at once (no interval) holds a write;
-    else an awaitable that ends once everything they hold is committed."""
-    busy = [writer for writer in writers() if writer.commits_at_once and len(writer)]
-    return _flush_each(busy) if busy else None
 
 
 async def _flush_each(busy: list[BatchedWriter]) -> None:
