@@ -185,7 +185,6 @@ def test_a_session_ending_during_a_fan_out_does_not_break_it():
     from muc.broadcast import groupchat
     from muc.rooms import Occupant
     from muc.service import MucService
-
     from xmpp.delivery import Delivery
     from xmpp.plugins import plugins
     from xmpp.sessions import SessionManager

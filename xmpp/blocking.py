@@ -113,13 +113,6 @@ def blocks(blocked: set[JID] | frozenset[JID], jid: JID) -> bool:
     return any(item in blocked for item in matching_items(jid))
 
 
-def blocked_between(sessions: SessionManager, sender: JID, to: JID) -> bool:
-    """Whether the block list of `sender`'s or `to`'s account, if online, keeps
-    a stanza from `sender` from reaching `to`. Memory only."""
-    refuses = block_lists_for(sender, sessions)
-    return refuses is not None and refuses(to, sessions.account(to.bare))
-
-
 @plugins.recipient_filter
 def block_lists_for(sender: JID, sessions: SessionManager) -> RecipientTest | None:
     """The delivery service's test for bytes from `sender` delivered past the
