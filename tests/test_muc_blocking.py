@@ -125,3 +125,26 @@ def test_presence_of_a_blocked_occupant_is_not_delivered(server):
             await disconnect(ann, ben, cat)
 
     run(scenario())
+
+
+def test_blocking_the_room_takes_the_user_out_of_it(server):
+    """Blocking room@service: the room got the user's directed presence, so
+    it gets unavailable presence (XEP-0191 §3.3) and the user leaves; nothing
+    said in the room afterwards reaches the user."""
+
+    async def scenario():
+        ann, ben = [await connect_muc(server, user) for user in USERS[:2]]
+        try:
+            await ann.create_instant("blockall", "ann")
+            await ben.enter("blockall", "ben")
+            await block(ann, f"blockall@{SERVICE}")
+            await ben.presence_of("blockall", "ann", unavailable=True)
+            ann.clear()
+            ben.say("blockall", "anyone-there")
+            await ben.heard("blockall", "anyone-there")
+            await settle(server, ann)
+            assert "anyone-there" not in bodies(ann)
+        finally:
+            await disconnect(ann, ben)
+
+    run(scenario())
