@@ -40,6 +40,15 @@ async def settle(server, *clients) -> None:
         await client.plugin["xep_0199"].send_ping(server.domain, timeout=10)
 
 
+async def ann_blocks_ben_in(ann, ben, cat, room: str) -> None:
+    """ann, ben and cat enter a new `room`; ann blocks ben's occupant JID."""
+    await ann.create_instant(room, "ann")
+    await ben.enter(room, "ben")
+    await cat.enter(room, "cat")
+    await block(ann, f"{room}@{SERVICE}/ben")
+    ann.clear()
+
+
 def private(room: str, nick: str, body: str) -> str:
     return f"<message to='{room}@{SERVICE}/{nick}' type='chat'><body>{body}</body></message>"
 
@@ -55,11 +64,7 @@ def test_groupchat_from_a_blocked_occupant_is_not_delivered(server):
     async def scenario():
         ann, ben, cat = [await connect_muc(server, user) for user in USERS]
         try:
-            await ann.create_instant("blockroom", "ann")
-            await ben.enter("blockroom", "ben")
-            await cat.enter("blockroom", "cat")
-            await block(ann, f"blockroom@{SERVICE}/ben")
-            ann.clear()
+            await ann_blocks_ben_in(ann, ben, cat, "blockroom")
             ben.say("blockroom", "from-ben")
             await cat.heard("blockroom", "from-ben")
             cat.say("blockroom", "from-cat")
@@ -82,11 +87,7 @@ def test_private_message_from_a_blocked_occupant_is_not_delivered(server):
     async def scenario():
         ann, ben, cat = [await connect_muc(server, user) for user in USERS]
         try:
-            await ann.create_instant("blockpm", "ann")
-            await ben.enter("blockpm", "ben")
-            await cat.enter("blockpm", "cat")
-            await block(ann, f"blockpm@{SERVICE}/ben")
-            ann.clear()
+            await ann_blocks_ben_in(ann, ben, cat, "blockpm")
             ben.send_xml(
                 f"<message to='blockpm@{SERVICE}/ann' type='chat'><body>psst</body></message>"
             )
@@ -110,11 +111,7 @@ def test_presence_of_a_blocked_occupant_is_not_delivered(server):
     async def scenario():
         ann, ben, cat = [await connect_muc(server, user) for user in USERS]
         try:
-            await ann.create_instant("blockpres", "ann")
-            await ben.enter("blockpres", "ben")
-            await cat.enter("blockpres", "cat")
-            await block(ann, f"blockpres@{SERVICE}/ben")
-            ann.clear()
+            await ann_blocks_ben_in(ann, ben, cat, "blockpres")
             ben.send_xml(f"<presence to='blockpres@{SERVICE}/ben'><show>away</show></presence>")
             await cat.presence_of("blockpres", "ben")
             cat.send_xml(f"<presence to='blockpres@{SERVICE}/cat'><show>dnd</show></presence>")
