@@ -82,8 +82,13 @@ class Delivery:
         non-negative priority; normal and chat to those with the highest
         non-negative priority. Empty when none qualifies."""
         if message_type == "headline":
-            return [s for s in self.sessions.available(bare) if s.priority >= 0]
+            return self.non_negative(bare)
         return self.sessions.highest_priority(bare)
+
+    def non_negative(self, bare: JID) -> list[ClientSession]:
+        """The available resources of non-negative priority: headlines
+        (§8.5.2.1.1) and subscription requests (§3.1.3)."""
+        return [s for s in self.sessions.available(bare) if s.priority >= 0]
 
     # -- stanzas the router routes (already filtered) ----------------------
 

@@ -239,9 +239,11 @@ class RosterPresence(PresenceHandler):
             return
         # §3.1.3: a request goes to the available resources with
         # non-negative priority; the other kinds to every available one.
-        for session in router.sessions.available(owner):
-            if session.priority >= 0 or kind != "subscribe":
-                session.deliver(stanza)
+        delivery = router.delivery
+        if kind == "subscribe":
+            delivery.to_sessions(stanza, delivery.non_negative(owner))
+        else:
+            delivery.to_sessions(stanza, router.sessions.available(owner))
 
     async def _inbound_offline(self, router, kind, user, owner, stanza) -> None:
         loaded = await load_contact(owner, user)
