@@ -4,9 +4,12 @@ new occupant, and groupchat messages.
 
 Every broadcast is serialised once per kind of recipient (with or without
 the real JID, one's own copy with status 110) by muc.stanzas.Outgoing, and
-each delivery is those bytes with only ` to="..."` inserted, written
-straight into the occupant session's outgoing buffer: no router hop, no
-database, no re-serialisation per occupant.
+each delivery is those bytes with only ` to="..."` inserted, handed as a
+batch to the delivery service (xmpp/delivery.py `Delivery.fan_out`), which
+writes them into the occupant sessions' outgoing buffers unless the
+recipient's block list refuses the sender (XEP-0191 §3.3: the occupant's
+room JID, the room, or the service): no router hop, no database, no
+re-serialisation per occupant.
 """
 
 from __future__ import annotations
@@ -33,23 +36,35 @@ from .stanzas import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from xmpp.c2s import ClientSession
+    from xmpp.delivery import Delivery
 
 SUBJECT = f"{{{NS_CLIENT}}}subject"
 
 
-def send(session: ClientSession | None, data: bytes) -> None:
-    if session is not None:
-        session.send_serialized(data)
+def occupant_jid(room: Room, nick: str) -> JID:
+    """room@service/nick: whom an occupant's stanzas are from (§7.2.3, §7.4)."""
+    return room.jid.with_resource(nick)
 
 
-def to_everyone(room: Room, out: Outgoing) -> None:
+def send(
+    delivery: Delivery,
+    out: Outgoing,
+    targets: Iterable[tuple[ClientSession | None, bytes]],
+    sender: JID,
+) -> None:
+    """`out`, from `sender`, to each (session, b' to="..."') of `targets`."""
+    delivery.fan_out(out.prefix, out.suffix, targets, sender)
+
+
+def to_everyone(delivery: Delivery, room: Room, out: Outgoing) -> None:
     """One stanza from the room to every session of every occupant."""
-    for session, to_attr in room.fanout():
-        send(session, out.to_bytes(to_attr))
+    send(delivery, out, room.fanout(), room.jid)
 
 
-def groupchat(room: Room, occupant: Occupant, stanza: Element) -> bytes:
+def groupchat(delivery: Delivery, room: Room, occupant: Occupant, stanza: Element) -> bytes:
     """§7.4: the message to every occupant, from room@service/nick, with the
     sender's occupant-id (XEP-0421 §4; one the client sent is removed); its
     id is kept (muc_stable_id). Returns the bytes without 'to', for history."""
@@ -60,20 +75,23 @@ def groupchat(room: Room, occupant: Occupant, stanza: Element) -> bytes:
         stanza.remove(child)
     stanza.append(occupant_id_element(occupant.occupant_id))
     out = Outgoing(stanza)
-    prefix, suffix = out.prefix, out.suffix
-    for session, to_attr in room.fanout():
-        if session is not None:
-            session.send_serialized(prefix + to_attr + suffix)
-    return prefix + suffix
+    send(delivery, out, room.fanout(), occupant_jid(room, occupant.nick))
+    return out.prefix + out.suffix
 
 
 def send_entry(
-    room: Room, occupant: Occupant, jid: JID, x: Element | None, codes: list[str]
+    delivery: Delivery,
+    room: Room,
+    occupant: Occupant,
+    jid: JID,
+    x: Element | None,
+    codes: list[str],
 ) -> None:
     """§7.2.3: the occupants' presence, then the new occupant's own with
     status 110, then the history (§7.2.15) and the subject (§7.2.16),
     all to the entering session."""
-    session, to_attr = occupant.targets[jid]
+    target = (occupant.targets[jid],)
+    to_attr = target[0][1]
     with_jid = room.sees_real_jids(occupant)
     for other in tuple(room.occupants.values()):
         if other is occupant or not room.presence_broadcast(other):
@@ -81,21 +99,23 @@ def send_entry(
         out = other.shown.get(with_jid)
         if out is None:
             out = other.shown[with_jid] = presence_stanza(room, other, with_jid=with_jid)
-        send(session, out.to_bytes(to_attr))
+        send(delivery, out, target, occupant_jid(room, other.nick))
     self_codes = list(codes)
     if room.config.non_anonymous:
         self_codes.append(STATUS_NON_ANONYMOUS)
     if room.config.enable_logging:
         self_codes.append(STATUS_LOGGING)
     own = presence_stanza(room, occupant, with_jid=with_jid, codes=self_codes, own=True)
-    send(session, own.to_bytes(to_attr))
+    me = occupant_jid(room, occupant.nick)
+    send(delivery, own, target, me)
     if room.locked:
         return  # nothing to tell before the owner configures the room
     request = x.find(HISTORY) if x is not None else None
     for data in select_history(
         room.history, request, room.config.history_length, str(room.jid), to_attr
     ):
-        send(session, data)
+        # Kept with its 'to' in place (muc.history): the room is its sender here.
+        delivery.fan_out(data, b"", ((target[0][0], b""),), room.jid)
     subject = Element(
         MESSAGE,
         {
@@ -105,7 +125,8 @@ def send_entry(
         },
     )
     SubElement(subject, SUBJECT).text = room.subject or None
-    send(session, Outgoing(subject).to_bytes(to_attr))
+    by = occupant_jid(room, room.subject_by) if room.subject_by else room.jid
+    send(delivery, Outgoing(subject), target, by)
 
 
 def presence_stanza(
@@ -144,6 +165,7 @@ def presence_stanza(
 
 
 def broadcast_presence(
+    delivery: Delivery,
     room: Room,
     occupant: Occupant,
     *,
@@ -171,6 +193,7 @@ def broadcast_presence(
         return out
 
     broadcast = room.presence_broadcast(occupant)
+    sender = occupant_jid(room, occupant.nick)
     for other in tuple(room.occupants.values()):
         own = other is occupant
         if own:
@@ -179,12 +202,10 @@ def broadcast_presence(
         elif not broadcast:
             continue
         out = stanza_for(own, room.sees_real_jids(other))
-        for session, to_attr in tuple(other.targets.values()):
-            send(session, out.to_bytes(to_attr))
+        send(delivery, out, tuple(other.targets.values()), sender)
     if departed:
         out = stanza_for(True, room.sees_real_jids(occupant))
-        for session, to_attr in departed.values():
-            send(session, out.to_bytes(to_attr))
+        send(delivery, out, tuple(departed.values()), sender)
     if not variant and not base_codes:
         for (own, with_jid), out in cache.items():
             if not own:

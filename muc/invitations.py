@@ -121,7 +121,7 @@ def voice_request(
         target = room.occupants.get(nick)
         if target is not None and target.role == VISITOR:
             target.role = PARTICIPANT
-            broadcast_presence(room, target, actor=occupant.nick)
+            broadcast_presence(service.delivery, room, target, actor=occupant.nick)
         return
     if occupant.role != VISITOR:
         return  # already has voice
@@ -138,5 +138,4 @@ def voice_request(
     out = Outgoing(message)
     for other in tuple(room.occupants.values()):
         if other.role == MODERATOR:
-            for session, to_attr in tuple(other.targets.values()):
-                send(session, out.to_bytes(to_attr))
+            send(service.delivery, out, tuple(other.targets.values()), room.jid)

@@ -47,7 +47,7 @@ from xmpp.protocol.jid import JID, InvalidJID
 from xmpp.protocol.xml import NS_CLIENT
 
 from . import admin_lists, broadcast, disco, invitations, registration, storage
-from .broadcast import broadcast_presence, presence_stanza, send, send_entry
+from .broadcast import broadcast_presence, occupant_jid, presence_stanza, send, send_entry
 from .config import apply_config_form, config_form
 from .rooms import (
     ADMIN,
@@ -98,6 +98,7 @@ from .stanzas import (
 
 if TYPE_CHECKING:
     from xmpp.c2s import ClientSession
+    from xmpp.delivery import Delivery
     from xmpp.router import Router
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class MucService:
         self.by_session: dict[JID, set[str]] = {}
         self.writer = storage.DatabaseWriter()
         self.router: Router | None = None
+        self.delivery: Delivery | None = None
         self.domain = ""
         self.secret = b""
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -153,6 +155,7 @@ class MucService:
 
     def _attach(self, router: Router) -> None:
         self.router = router
+        self.delivery = router.delivery
         self.domain = f"{service_subdomain()}.{router.domain}"
         self.secret = hashlib.sha256(b"muc-occupant-id:" + settings.SECRET_KEY.encode()).digest()
         self.writer.router = router
@@ -318,11 +321,11 @@ class MucService:
             # The client thinks it is not in the room (it lost track after a
             # reconnection, XEP-0410 §3): it gets the whole entry again.
             occupant.presence = client_payload(stanza)
-            send_entry(room, occupant, sender, stanza.find(X_MUC), ())
-            broadcast_presence(room, occupant, skip_self=True)
+            send_entry(self.delivery, room, occupant, sender, stanza.find(X_MUC), ())
+            broadcast_presence(self.delivery, room, occupant, skip_self=True)
         else:
             occupant.presence = client_payload(stanza)  # §7.7
-            broadcast_presence(room, occupant)
+            broadcast_presence(self.delivery, room, occupant)
 
     def _enter(
         self, room: Room, stanza: Element, sender: JID, nick: str, created: bool = False
@@ -355,8 +358,8 @@ class MucService:
         codes = [STATUS_CREATED] if created else []
         if stanza.get("to", "").partition("/")[2] != nick:
             codes.append(STATUS_NICK_MODIFIED)  # §7.2.3: the service normalised it (RFC 7622)
-        send_entry(room, occupant, sender, x, codes)
-        broadcast_presence(room, occupant, skip_self=True)
+        send_entry(self.delivery, room, occupant, sender, x, codes)
+        broadcast_presence(self.delivery, room, occupant, skip_self=True)
 
     def _entry_error(
         self, room: Room, bare: JID, affiliation: str, nick: str, x: Element | None
@@ -396,6 +399,7 @@ class MucService:
             self.router.bounce(stanza, StanzaError("conflict", "that nickname is in use"))
             return
         broadcast_presence(
+            self.delivery,
             room,
             occupant,
             unavailable=True,
@@ -407,7 +411,7 @@ class MucService:
         occupant.nick = nick
         room.occupants[nick] = occupant
         occupant.presence = client_payload(stanza)
-        broadcast_presence(room, occupant)
+        broadcast_presence(self.delivery, room, occupant)
 
     def _leave(self, room: Room, occupant: Occupant, jid: JID, stanza: Element | None) -> None:
         """§7.14: one session leaves; the occupant is gone with its last session."""
@@ -433,12 +437,13 @@ class MucService:
                 unavailable=True,
                 payload=payload,
             )
-            for session, to_attr in departed.values():
-                send(session, out.to_bytes(to_attr))
+            send(self.delivery, out, tuple(departed.values()), occupant_jid(room, occupant.nick))
             return
         room.occupants.pop(occupant.nick, None)
         occupant.targets = departed  # for the real JID shown in the item
-        broadcast_presence(room, occupant, unavailable=True, payload=payload, departed=departed)
+        broadcast_presence(
+            self.delivery, room, occupant, unavailable=True, payload=payload, departed=departed
+        )
         occupant.targets = {}
         self._after_departure(room)
 
@@ -465,6 +470,7 @@ class MucService:
         room.occupants.pop(occupant.nick, None)
         room.membership_changed()
         broadcast_presence(
+            self.delivery,
             room,
             occupant,
             unavailable=True,
@@ -525,7 +531,7 @@ class MucService:
     def broadcast_message(self, room: Room, occupant: Occupant, stanza: Element) -> None:
         """§7.4 to every occupant; a message with a body joins the history
         (§7.2.15), written through the batching writer if the room persists."""
-        data = broadcast.groupchat(room, occupant, stanza)
+        data = broadcast.groupchat(self.delivery, room, occupant, stanza)
         if room.config.history_length and stanza.find(BODY) is not None:
             now = time.time()
             room.history.append((now, data))
@@ -547,7 +553,7 @@ class MucService:
         room.subject_by = occupant.nick
         if room.config.persistent:
             self.writer.add(storage.save_subject(room))
-        broadcast.groupchat(room, occupant, stanza)
+        broadcast.groupchat(self.delivery, room, occupant, stanza)
 
     def _private_message(self, room: Room, stanza: Element, sender: JID, nick: str) -> None:
         """§7.5: between occupants, through the room; muc#roomconfig_allowpm."""
@@ -581,8 +587,8 @@ class MucService:
             SubElement(stanza, X_USER)  # §7.5: marks it as a private message in a room
         stanza.append(occupant_id_element(occupant.occupant_id))
         out = Outgoing(stanza)
-        for session, to_attr in tuple(target.targets.values()):
-            send(session, out.to_bytes(to_attr))
+        sender_jid = occupant_jid(room, occupant.nick)
+        send(self.delivery, out, tuple(target.targets.values()), sender_jid)
 
     # -- IQs -------------------------------------------------------------------
 
@@ -743,7 +749,9 @@ class MucService:
         if new.enable_logging != old.enable_logging:
             codes.append(STATUS_LOGGING if new.enable_logging else "171")
         if codes:
-            broadcast.to_everyone(room, Outgoing(status_message(str(room.jid), tuple(codes))))
+            broadcast.to_everyone(
+                self.delivery, room, Outgoing(status_message(str(room.jid), tuple(codes)))
+            )
         for occupant in list(room.occupants.values()):
             if occupant.bare in changed_jids:
                 self._role_after_affiliation(room, occupant)
@@ -781,8 +789,9 @@ class MucService:
                 destroy=element,
                 affiliation=NO_AFFILIATION,
             )
-            for jid, (session, to_attr) in tuple(occupant.targets.items()):
-                send(session, out.to_bytes(to_attr))
+            targets = tuple(occupant.targets.items())
+            send(self.delivery, out, [t for _, t in targets], occupant_jid(room, occupant.nick))
+            for jid, _ in targets:
                 rooms = self.by_session.get(jid)
                 if rooms is not None:
                     rooms.discard(room.name)
@@ -806,7 +815,7 @@ class MucService:
             return
         if occupant.role != role:
             occupant.role = role
-            broadcast_presence(room, occupant, actor=actor, reason=reason)
+            broadcast_presence(self.delivery, room, occupant, actor=actor, reason=reason)
 
     def set_affiliation(
         self,
@@ -849,7 +858,7 @@ class MucService:
         # Voice already granted in a moderated room stays (§8.3).
         if not (occupant.role == PARTICIPANT and default == VISITOR):
             occupant.role = default
-        broadcast_presence(room, occupant, actor=actor, reason=reason)
+        broadcast_presence(self.delivery, room, occupant, actor=actor, reason=reason)
 
     # -- Django admin (called from another thread through the loop) -------------
 

@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from xmpp.blocking import blocked_between
-from xmpp.protocol.jid import JID, InvalidJID
+from xmpp.protocol.jid import JID
 from xmpp.protocol.xml import escape_attr
 
 if TYPE_CHECKING:
@@ -106,32 +105,12 @@ def subscription_event(node: str, jid: str, state: str) -> str:
 
 
 def deliver_local(router: Router, recipients: Iterable[str], note: Notification, sender: JID):
-    """Write `note` into the sessions of `recipients` in this process: a full
-    JID's session, or a bare JID's available resources of non-negative
-    priority (RFC 6121 §8.5.2.1.1, the headline rule). Returns how many
-    stanzas were written."""
-    sessions = router.sessions
-    domain = router.domain
-    written = 0
-    for recipient in recipients:
-        try:
-            jid = JID.parse(recipient)
-        except InvalidJID:
-            continue
-        if jid.domain != domain or not jid.local:
-            continue  # no server-to-server yet
-        if jid.resource:
-            session = sessions.get(jid)
-            targets = [session] if session is not None else ()
-        else:
-            targets = [s for s in sessions.available(jid) if s.priority >= 0]
-        if not targets or blocked_between(sessions, sender, jid):
-            continue
-        data = note.to(recipient)
-        for target in targets:
-            target.send_serialized(data)
-            written += 1
-    return written
+    """Write `note` into the sessions of `recipients` in this process, through
+    the delivery service: a full JID's session, or a bare JID's available
+    resources of non-negative priority (RFC 6121 §8.5.2.1.1, the headline
+    rule), unless a block list refuses it. Returns how many stanzas were
+    written."""
+    return router.delivery.to_addresses(recipients, note.to, sender)
 
 
 def fan_out(

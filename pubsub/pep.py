@@ -23,7 +23,6 @@ import logging
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
-from xmpp.blocking import blocked_between
 from xmpp.protocol.jid import JID
 from xmpp.roster import roster_of
 
@@ -77,6 +76,8 @@ def notify_pep(router: Router, service: ServiceState, node: NodeState, note: Not
 
     for session in sessions.available(owner):
         deliver_if_interested(session)
+    # Past the router: the delivery service's block-list test, built once.
+    refuses = router.delivery.refusal_test(owner)
     roster = roster_of(router, owner)
     if roster is not None:
         for contact in roster.contacts.values():
@@ -85,7 +86,7 @@ def notify_pep(router: Router, service: ServiceState, node: NodeState, note: Not
             targets = sessions.available(contact.jid)
             if not targets or not _contact_may_hear(node, contact, str(contact.jid)):
                 continue
-            if blocked_between(sessions, owner, contact.jid):
+            if refuses is not None and refuses(contact.jid, sessions.account(contact.jid.bare)):
                 continue
             for session in targets:
                 deliver_if_interested(session)
@@ -174,7 +175,7 @@ async def send_last_items(router: Router, session: ClientSession, wanted: frozen
             item = node.last_item()
             if item is None:
                 continue
-            if owner != me and blocked_between(router.sessions, owner, session.jid):
+            if owner != me and router.delivery.refuses(owner, session.jid):
                 continue
             event = items_event(name, [item], bool(node.config.get("deliver_payloads", True)))
             note = notification(

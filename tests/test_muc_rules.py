@@ -166,7 +166,9 @@ def test_config_form_round_trip():
 class FakeSession:
     """A session whose delivery may end it (as a BOSH abort does, synchronously)."""
 
-    def __init__(self) -> None:
+    def __init__(self, jid: JID) -> None:
+        self.jid = jid
+        self.account = None  # not bound here: no block list
         self.received: list[bytes] = []
         self.on_send = None
 
@@ -183,14 +185,18 @@ def test_a_session_ending_during_a_fan_out_does_not_break_it():
     from muc.broadcast import groupchat
     from muc.rooms import Occupant
     from muc.service import MucService
+    from xmpp.delivery import Delivery
+    from xmpp.plugins import plugins
+    from xmpp.sessions import SessionManager
 
     service = MucService()
+    service.delivery = Delivery("localhost", plugins, SessionManager())
     room = Room("r", JID.parse(ROOM), RoomConfig())
     sessions = {}
     for nick in ("a", "b", "c"):
         jid = JID.parse(f"{nick}@localhost/x")
         occupant = Occupant(nick, jid.bare, PARTICIPANT, nick)
-        sessions[nick] = FakeSession()
+        sessions[nick] = FakeSession(jid)
         occupant.add_session(jid, sessions[nick])
         room.occupants[nick] = occupant
         room.by_jid[jid] = occupant
@@ -198,7 +204,7 @@ def test_a_session_ending_during_a_fan_out_does_not_break_it():
     sessions["b"].on_send = lambda: service._leave(room, room.by_jid[leaver], leaver, None)
     message = ET.Element("{jabber:client}message", {"type": "groupchat"})
     ET.SubElement(message, "{jabber:client}body").text = "hello"
-    groupchat(room, room.occupants["a"], message)
+    groupchat(service.delivery, room, room.occupants["a"], message)
     assert set(room.occupants) == {"a", "c"}
     for nick in ("a", "c"):
         kinds = [

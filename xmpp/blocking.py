@@ -44,7 +44,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from .models import BlockedJid
-from .plugins import ANSWERED, IqRequest, plugins
+from .plugins import ANSWERED, IqRequest, RecipientTest, plugins
 from .protocol.errors import StanzaError, error_reply
 from .protocol.jid import JID, InvalidJID
 
@@ -113,17 +113,30 @@ def blocks(blocked: set[JID] | frozenset[JID], jid: JID) -> bool:
     return any(item in blocked for item in matching_items(jid))
 
 
-def blocked_between(sessions: SessionManager, sender: JID, to: JID) -> bool:
-    """Whether the block list of `sender`'s or `to`'s account, if online, keeps
-    a stanza from `sender` from reaching `to`. Memory only: for code that
-    delivers without the router (presence broadcast) and so past the filter."""
-    if sender.bare == to.bare or _is_server(sender) or _is_server(to):
+@plugins.recipient_filter
+def block_lists_for(sender: JID, sessions: SessionManager) -> RecipientTest | None:
+    """The delivery service's test for bytes from `sender` delivered past the
+    router (room fan-out, presence broadcast, pubsub notifications): the
+    recipient's list blocks `sender`, or `sender`'s own list (if it is an
+    online account) blocks the recipient (§3.3). Built once per batch, so
+    that a recipient whose account blocks nothing costs one attribute read."""
+    if _is_server(sender):
+        return None
+    items = matching_items(sender)
+    sender_bare = sender.bare
+    owner = sessions.account(sender_bare)
+    own_list = owner.blocked if owner is not None else None
+
+    def refuses(to: JID, recipient: AccountState | None) -> bool:
+        if recipient is not None:
+            blocked = recipient.blocked
+            if blocked and any(item in blocked for item in items):
+                return to.bare != sender_bare and not _is_server(to)
+        if own_list and blocks(own_list, to):
+            return to.bare != sender_bare and not _is_server(to)
         return False
-    recipient = sessions.account(to.bare)
-    if recipient is not None and blocks(recipient.blocked, sender):
-        return True
-    owner = sessions.account(sender.bare)
-    return owner is not None and blocks(owner.blocked, to)
+
+    return refuses
 
 
 async def is_blocked(owner: JID, other: JID) -> bool:

@@ -19,7 +19,7 @@ from .protocol.jid import JID
 if TYPE_CHECKING:
     from .c2s import ClientSession
     from .router import Router
-    from .sessions import AccountState
+    from .sessions import AccountState, SessionManager
 
 # Where an IQ is addressed (RFC 6121 §8.5): to the server's own domain, or to
 # a user's bare JID, which the server answers on the user's behalf; "stream"
@@ -92,6 +92,12 @@ SessionHook = Callable[["ClientSession"], Any]
 # A filter sees every stanza routed from or to a local account, before
 # delivery; it returns True when it has dealt with the stanza (e.g. blocked it).
 StanzaFilter = Callable[[Element, JID, JID, "Router"], bool]
+# Refuses bytes delivered past the router (xmpp/delivery.py): given the
+# sender once per batch, a test of each recipient address and its account's
+# state (None if offline) that is True when it must not get them; or None
+# when nothing from that sender is ever refused.
+RecipientTest = Callable[[JID, "AccountState | None"], bool]
+RecipientFilter = Callable[[JID, "SessionManager"], "RecipientTest | None"]
 # Gets a chat/normal message for an account with no available resource
 # (RFC 6121 §8.5.2.2.1); it stores it or bounces it itself.
 OfflineHandler = Callable[[Element, JID, "Router"], Any]
@@ -156,6 +162,7 @@ class PluginRegistry:
     initial_presence_hooks: list[SessionHook] = field(default_factory=list)
     session_closed_hooks: list[SessionHook] = field(default_factory=list)
     stanza_filters: list[StanzaFilter] = field(default_factory=list)
+    recipient_filters: list[RecipientFilter] = field(default_factory=list)
     offline_handler: OfflineHandler | None = None
     account_disco_nodes: dict[tuple[str, str], DiscoNodeHandler] = field(default_factory=dict)
     presence: PresenceHandler = field(default_factory=PresenceHandler)
@@ -255,6 +262,12 @@ class PluginRegistry:
     def stanza_filter(self, stanza_filter: StanzaFilter) -> StanzaFilter:
         self.stanza_filters.append(stanza_filter)
         return stanza_filter
+
+    def recipient_filter(self, recipient_filter: RecipientFilter) -> RecipientFilter:
+        """The memory-only counterpart of a stanza filter, for the delivery
+        service's fan-out of bytes serialised once (MUC, pubsub, presence)."""
+        self.recipient_filters.append(recipient_filter)
+        return recipient_filter
 
     def account_identity(self, category: str, type: str) -> None:
         """Add an identity to every account's disco#info, e.g. pubsub/pep (XEP-0163 §4)."""

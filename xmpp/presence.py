@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
-from .blocking import blocked_between, is_blocked
+from .blocking import is_blocked
 from .plugins import PresenceHandler, plugins
 from .protocol.jid import JID
 from .protocol.parser import StreamParser
@@ -63,12 +63,8 @@ class RosterPresence(PresenceHandler):
             other.send_serialized(data)
         roster = session.account.roster if session.account else None
         if roster is not None:
-            for jid in roster.subscribers():
-                targets = sessions.available(jid)
-                # Delivered past the router, so the block lists are checked here.
-                if targets and not blocked_between(sessions, session.jid, jid):
-                    for target in targets:
-                        target.send_serialized(data)
+            # Past the router: the delivery service applies the block lists.
+            router.delivery.to_available(data, roster.subscribers(), session.jid)
         if not available:
             self._end_directed(session, presence)
             return
@@ -103,7 +99,7 @@ class RosterPresence(PresenceHandler):
         entry = contact_roster.get(prober.bare)
         if entry is None or entry.state.subscription not in SENDS_PRESENCE:
             return
-        if blocked_between(router.sessions, contact, prober):
+        if router.delivery.refuses(contact, prober):
             return
         for target in router.sessions.available(contact.bare):
             if target.last_presence is not None:
@@ -243,9 +239,11 @@ class RosterPresence(PresenceHandler):
             return
         # §3.1.3: a request goes to the available resources with
         # non-negative priority; the other kinds to every available one.
-        for session in router.sessions.available(owner):
-            if session.priority >= 0 or kind != "subscribe":
-                session.deliver(stanza)
+        delivery = router.delivery
+        if kind == "subscribe":
+            delivery.to_sessions(stanza, delivery.non_negative(owner))
+        else:
+            delivery.to_sessions(stanza, router.sessions.available(owner))
 
     async def _inbound_offline(self, router, kind, user, owner, stanza) -> None:
         loaded = await load_contact(owner, user)

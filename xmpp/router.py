@@ -2,9 +2,10 @@
 
 It owns the delivery rules of RFC 6121 §8.5 (local domain, bare and full
 JIDs, by stanza kind and type) and the dispatch of IQs to the handlers that
-plugins registered by key: (IQ type, payload `{ns}tag`, scope). Delivery to
-a session of this process is a direct call into that session's outgoing
-buffer: no channel layer and no database on the path to an online user.
+plugins registered by key: (IQ type, payload `{ns}tag`, scope). Sessions
+are reached through the delivery service (xmpp/delivery.py): a direct call
+into a session's outgoing buffer, no channel layer and no database on the
+path to an online user.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import secrets
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
+from .delivery import Delivery
 from .plugins import ANSWERED, IqRequest, PluginRegistry, Scope
 from .protocol.errors import StanzaError, error_reply
 from .protocol.jid import JID, InvalidJID
@@ -36,6 +38,7 @@ class Router:
         self.domain = domain
         self.registry = registry
         self.sessions = sessions
+        self.delivery = Delivery(domain, registry, sessions)
         self.server_jid = JID("", domain, "")
         self._services = {f"{sub}.{domain}": h for sub, h in registry.services.items()}
         self._tasks: set[asyncio.Task] = set()
@@ -70,10 +73,9 @@ class Router:
             filtered
             and (to.local or to.domain != self.domain)
             and (to.domain == self.domain or (sender.local and sender.domain == self.domain))
+            and self.delivery.refused(stanza, sender, to, self)
         ):
-            for stanza_filter in self.registry.stanza_filters:
-                if stanza_filter(stanza, sender, to, self):
-                    return  # e.g. blocked (XEP-0191)
+            return  # e.g. blocked (XEP-0191)
         if to.domain == self.domain:
             if not to.local:
                 self._to_server(stanza, sender, to, origin)
@@ -89,6 +91,8 @@ class Router:
         service = self._services.get(to.domain)
         if service is not None:
             service(stanza, sender, self)
+            return
+        if self.delivery.elsewhere(to, stanza):
             return
         # No server-to-server yet: every other domain is unreachable (RFC 6120 §8.3.3.16).
         self.bounce(stanza, StanzaError("remote-server-not-found"))
@@ -121,9 +125,7 @@ class Router:
     # -- RFC 6121 §8.5.3: full JID ----------------------------------------
 
     def _to_full_jid(self, stanza, sender, to, origin) -> None:
-        target = self.sessions.get(to)
-        if target is not None:
-            target.deliver(stanza)
+        if self.delivery.to_full_jid(stanza, to):
             return
         kind = _kind(stanza)
         stanza_type = stanza.get("type")
@@ -158,21 +160,16 @@ class Router:
         if kind == "presence":
             # §8.5.2.1.2: to every available resource. Subscriptions and probes
             # get their own state machine with rosters (RFC 6121 §3, next issue).
-            for target in self.sessions.available(to):
-                target.deliver(stanza)
+            self.delivery.to_sessions(stanza, self.sessions.available(to))
             return
         if kind != "message" or stanza_type == "error":
             return
         if stanza_type == "groupchat":
             self.bounce(stanza, StanzaError("service-unavailable"))  # §8.5.2.1.1
             return
-        if stanza_type == "headline":
-            targets = [s for s in self.sessions.available(to) if s.priority >= 0]
-        else:
-            targets = self.sessions.highest_priority(to)
+        targets = self.delivery.message_targets(to, stanza_type)
         if targets:
-            for target in targets:
-                target.deliver(stanza)
+            self.delivery.to_sessions(stanza, targets)
             return
         if stanza_type == "headline":
             return  # §8.5.2.2.1: dropped
