@@ -33,14 +33,16 @@ def on_loop(function, *args, **kwargs):
 
 
 def describe(session) -> dict:
-    transport = session.transport
+    """A bound session, as the console and the API show it."""
+    stream = session.stream
+    transport = stream.transport
     return {
-        "id": session.stream_id,
+        "id": stream.stream_id,
         "jid": session.jid_str,
         "username": session.jid.local,
         "resource": session.jid.resource,
         "address": str(transport.peer),
-        "transport": type(transport).__name__.replace("Stream", "").replace("Session", ""),
+        "transport": type(transport).__name__.replace("Transport", "").replace("Session", ""),
         "secure": bool(transport.secure),
         "available": session.available,
         "priority": session.priority,
@@ -52,7 +54,7 @@ async def list_sessions(username: str | None = None) -> list[dict]:
     server = XmppServer.current
     if server is None:
         return []
-    sessions = [s for s in server.all_sessions() if s.jid is not None]
+    sessions = [s for s in server.sessions.all() if s.stream is not None]
     if username is not None:
         sessions = [s for s in sessions if s.jid.local == username]
     return sorted((describe(s) for s in sessions), key=lambda d: (d["jid"], d["id"]))
@@ -64,8 +66,8 @@ async def kick(session_id: str) -> dict | None:
     server = XmppServer.current
     if server is None:
         return None
-    for session in server.all_sessions():
-        if session.jid is not None and session.stream_id == session_id:
+    for session in server.sessions.all():
+        if session.stream is not None and session.stream.stream_id == session_id:
             described = describe(session)
             session.stream_error(StreamError("policy-violation", KICK_TEXT))
             return described
@@ -97,8 +99,8 @@ async def broadcast(body: str, subject: str = "") -> int:
     if server is None:
         return 0
     count = 0
-    for session in server.all_sessions():
-        if session.jid is not None and session.available:
+    for session in server.sessions.all():
+        if session.available:
             session.deliver(server_message(server, session.jid_str, body, subject))
             count += 1
     return count
@@ -150,7 +152,7 @@ async def statistics() -> dict:
         "domain": server.domain,
         "uptime_seconds": int(time.time() - server.started),
         "sessions": len(server.sessions),
-        "streams": len(server.all_sessions()),
+        "streams": len(server.all_streams()),
         "stanzas_received": server.stanzas_received,
         "stanzas_per_second": history[-1]["stanzas_per_second"] if history else 0.0,
     }

@@ -2,7 +2,7 @@
 
 Every XMPP_STATS_INTERVAL seconds the sampler records the sessions online
 and the stanzas per second since the previous sample (from the server's
-`stanzas_received` counter, which ClientSession increments). Memory only:
+`stanzas_received` counter, which BoundSession increments). Memory only:
 nothing here touches the database or survives a restart.
 """
 

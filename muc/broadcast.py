@@ -38,7 +38,7 @@ from .stanzas import (
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from xmpp.c2s import ClientSession
+    from xmpp.bound_session import BoundSession
     from xmpp.delivery import Delivery
 
 SUBJECT = f"{{{NS_CLIENT}}}subject"
@@ -52,7 +52,7 @@ def occupant_jid(room: Room, nick: str) -> JID:
 def send(
     delivery: Delivery,
     out: Outgoing,
-    targets: Iterable[tuple[ClientSession | None, bytes]],
+    targets: Iterable[tuple[BoundSession | None, bytes]],
     sender: JID,
 ) -> None:
     """`out`, from `sender`, to each (session, b' to="..."') of `targets`."""

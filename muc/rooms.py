@@ -27,7 +27,7 @@ from xmpp.protocol.xml import escape_attr
 if TYPE_CHECKING:
     from xml.etree.ElementTree import Element
 
-    from xmpp.c2s import ClientSession
+    from xmpp.bound_session import BoundSession
 
 OWNER, ADMIN, MEMBER, NO_AFFILIATION, OUTCAST = "owner", "admin", "member", "none", "outcast"
 MODERATOR, PARTICIPANT, VISITOR, NO_ROLE = "moderator", "participant", "visitor", "none"
@@ -97,7 +97,7 @@ class Occupant:
         self.occupant_id = occupant_id
         # full JID -> (session or None, b' to="full JID"'): insertion-ordered,
         # so the first session is the occupant's "real JID" shown in items.
-        self.targets: dict[JID, tuple[ClientSession | None, bytes]] = {}
+        self.targets: dict[JID, tuple[BoundSession | None, bytes]] = {}
         # The current available presence as others see it, serialised, by
         # "with the real JID": cleared whenever it is broadcast anew.
         self.shown: dict[bool, Any] = {}
@@ -110,7 +110,7 @@ class Occupant:
         """The real full JID shown to those who may see it (§7.2.3 item jid)."""
         return next(iter(self.targets))
 
-    def add_session(self, jid: JID, session: ClientSession | None) -> None:
+    def add_session(self, jid: JID, session: BoundSession | None) -> None:
         self.targets[jid] = (session, to_attribute(jid))
 
 
@@ -147,7 +147,7 @@ class Room:
     def __repr__(self) -> str:
         return f"<Room {self.jid}>"
 
-    def fanout(self) -> list[tuple[ClientSession | None, bytes]]:
+    def fanout(self) -> list[tuple[BoundSession | None, bytes]]:
         if self._fanout is None:
             self._fanout = [t for o in self.occupants.values() for t in o.targets.values()]
         return self._fanout

@@ -97,7 +97,7 @@ from .stanzas import (
 )
 
 if TYPE_CHECKING:
-    from xmpp.c2s import ClientSession
+    from xmpp.bound_session import BoundSession
     from xmpp.delivery import Delivery
     from xmpp.router import Router
 
@@ -162,7 +162,7 @@ class MucService:
         self.loop = asyncio.get_running_loop()
         MucService.current = self
 
-    def session_closed(self, session: ClientSession) -> None:
+    def session_closed(self, session: BoundSession) -> None:
         """A session ended without leaving its rooms: it leaves them now (§7.14)."""
         jid = session.jid
         if jid is None:

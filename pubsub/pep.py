@@ -31,7 +31,7 @@ from .nodes import NodeState, ServiceState, store
 from .notify import Notification, delay_of, items_event, notification
 
 if TYPE_CHECKING:
-    from xmpp.c2s import ClientSession
+    from xmpp.bound_session import BoundSession
     from xmpp.router import Router
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ SENDS_PRESENCE = ("from", "both")
 RECEIVES_PRESENCE = ("to", "both")
 
 
-def interests(router: Router, session: ClientSession) -> frozenset[str]:
+def interests(router: Router, session: BoundSession) -> frozenset[str]:
     account = session.account
     if account is None:
         return frozenset()
@@ -107,7 +107,7 @@ def notify_pep(router: Router, service: ServiceState, node: NodeState, note: Not
 # -- presence: caps and the last items ------------------------------------------
 
 
-def on_presence(session: ClientSession, presence: Element) -> None:
+def on_presence(session: BoundSession, presence: Element) -> None:
     """A presence transform that only reads: the session's caps (XEP-0115)."""
     if presence.get("type") is not None or session.account is None:
         return
@@ -130,7 +130,7 @@ def on_presence(session: ClientSession, presence: Element) -> None:
     router.spawn(_learn_caps(router, session, c.get("node") or "", ver, algorithm))
 
 
-async def _learn_caps(router: Router, session: ClientSession, node: str, ver: str, algorithm: str):
+async def _learn_caps(router: Router, session: BoundSession, node: str, ver: str, algorithm: str):
     jid_str = session.jid_str
     try:
         wanted = await caps.resolve(router, jid_str, node, ver, algorithm)
@@ -143,7 +143,7 @@ async def _learn_caps(router: Router, session: ClientSession, node: str, ver: st
     await send_last_items(router, session, wanted)
 
 
-async def send_last_items(router: Router, session: ClientSession, wanted: frozenset[str]) -> None:
+async def send_last_items(router: Router, session: BoundSession, wanted: frozenset[str]) -> None:
     """§4.3.3: the last item of each wanted node of the contacts it hears from."""
     if not wanted or session.account is None:
         return
@@ -198,7 +198,7 @@ def _may_hear_last(node: NodeState, entry, me: str, contact_roster) -> bool:
     return node.affiliation(me) in ("owner", "publisher", "member")
 
 
-def forget_session(session: ClientSession) -> None:
+def forget_session(session: BoundSession) -> None:
     account = session.account
     if account is not None and session.jid is not None:
         account.data.get(CAPS_KEY, {}).pop(session.jid.resource, None)

@@ -49,7 +49,7 @@ from .protocol.errors import StanzaError, error_reply
 from .protocol.jid import JID, InvalidJID
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
     from .router import Router
     from .sessions import AccountState, SessionManager
 
@@ -181,7 +181,7 @@ def load_on_bind(account: AccountState, user_id: int) -> None:
 
 
 @plugins.on_session_closed
-def forget_interest(session: ClientSession) -> None:
+def forget_interest(session: BoundSession) -> None:
     account = session.account
     interested = account.data.get(INTERESTED) if account is not None else None
     if interested:
@@ -322,7 +322,7 @@ def _push(router: Router, account: AccountState, tag: str, jids: list[JID]) -> N
 # -- presence on block and unblock (§3.3, §3.4) --------------------------------
 
 
-def _watchers(account: AccountState, session: ClientSession, items: frozenset[JID]) -> set[JID]:
+def _watchers(account: AccountState, session: BoundSession, items: frozenset[JID]) -> set[JID]:
     """The addresses matching `items` that may see `session`'s presence: the
     roster's subscribers (RFC 6121 §4.2.2) and the JIDs it sent directed
     presence to (§4.6). An item for one resource of a subscriber is that

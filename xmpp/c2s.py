@@ -1,17 +1,16 @@
-"""A client-to-server session: the XMPP stream over one transport.
+"""A client-to-server stream (RFC 6120 for `jabber:client`): negotiation up to
+resource binding, then the stanzas of the bound session.
 
-Theory of operation. A transport (TCP now; WebSocket and BOSH later) hands
-bytes to data_received() and is told of TLS and of the connection's end;
-the session answers through transport.write(). The stream goes through the
-states of RFC 6120:
+The stream (xmpp/stream.py gives the parser, the pump and the teardown) goes
+through the states of RFC 6120:
 
     CONNECTED --header--> [STARTTLS §5 --restart-->] SASL §6 --restart-->
     AUTHENTICATED --bind §7--> BOUND (stanzas flow to the router) --> CLOSED
 
-Most events are handled synchronously. Steps that need I/O (the credential
-lookup of SASL) run as a task while the transport's reading is paused, and
-the events that arrived meanwhile are replayed in order afterwards, so no
-stanza is lost or reordered and no task lives per idle session.
+Binding makes a BoundSession (xmpp/bound_session.py): the full JID and what
+the rest of the server knows of it. The stream carries that session's
+stanzas while it is attached; when the stream ends, the session is told
+(`stream_lost`), and decides whether it ends too.
 """
 
 from __future__ import annotations
@@ -22,29 +21,26 @@ import binascii
 import inspect
 import logging
 import secrets
-import time
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, SubElement
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
+from .bound_session import BoundSession
 from .plugins import IqRequest
 from .protocol.errors import StanzaError, StreamError, error_reply
 from .protocol.jid import JID, InvalidJID, nodeprep, resourceprep
-from .protocol.parser import StreamClosed, StreamOpened, StreamParser
 from .protocol.scram import SaslFailure, ScramServer, offered_mechanisms, parse_plain
 from .protocol.xml import (
     NS_BIND,
     NS_CLIENT,
     NS_SASL,
     NS_SESSION,
-    NS_STREAMS,
     NS_TLS,
-    escape_attr,
     serialize,
 )
-from .shaping import StreamShaper
+from .stream import XmlStream
 
 if TYPE_CHECKING:
     from .server import XmppServer
@@ -52,9 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STANZA_KINDS = frozenset(
-    {f"{{{NS_CLIENT}}}message", f"{{{NS_CLIENT}}}presence", f"{{{NS_CLIENT}}}iq"}
-)
 IQ_TAG = f"{{{NS_CLIENT}}}iq"
 PRESENCE_TAG = f"{{{NS_CLIENT}}}presence"
 BIND_TAG = f"{{{NS_BIND}}}bind"
@@ -62,198 +55,48 @@ SESSION_TAG = f"{{{NS_SESSION}}}session"
 MAX_AUTH_ATTEMPTS = 3  # RFC 6120 §6.4.5: "at least 2 and no more than 5"
 
 
-class ClientSession:
+class ClientStream(XmlStream):
+    namespace = NS_CLIENT
+
     __slots__ = (
-        "server",
-        "transport",
-        "parser",
-        "stream_id",
-        "jid",
-        "jid_str",
+        "session",
         "username",
         "user_id",
         "authenticated",
-        "available",
-        "priority",
-        "presence_sent",
-        "roster_requested",
-        "last_presence",
-        "directed",
-        "_held",
-        "account",
-        "_header_sent",
-        "_closing",
-        "_pending",
-        "_restart",
         "_sasl",
         "_sasl_mechanism",
         "_sasl_stage",
         "_auth_attempts",
-        "_shaper",
-        "_resume_timer",
         "_auth_timer",
     )
 
     def __init__(self, server: XmppServer, transport) -> None:
-        self.server = server
-        self.transport = transport
-        self.parser = self._new_parser()
-        self.stream_id = ""
-        self.jid: JID | None = None
-        self.jid_str = ""
+        super().__init__(server, transport)
+        self.session: BoundSession | None = None  # once a resource is bound
         self.username = ""
         self.user_id: int | None = None
         self.authenticated = False
-        self.available = False
-        self.priority = 0
-        self.presence_sent = False
-        self.roster_requested = False  # RFC 6121 §2.1.6: gets roster pushes
-        self.last_presence: Element | None = None  # answers probes (§4.3.2)
-        self.directed: set[JID] | None = None  # directed presence (§4.6)
-        self._held: list[bytes] | None = None
-        self.account: AccountState | None = None
-        self._header_sent = False
-        self._closing = False
-        self._pending: list | None = None
-        self._restart = False
         self._sasl: ScramServer | None = None
         self._sasl_mechanism = ""
         self._sasl_stage = 0
         self._auth_attempts = 0
-        self._shaper = StreamShaper(server.limits, time.monotonic())
-        self._resume_timer: asyncio.TimerHandle | None = None
         # RFC 6120 §13.12 item 4: an unauthenticated stream does not linger.
         self._auth_timer = asyncio.get_running_loop().call_later(
             server.limits.auth_timeout, self._auth_timed_out
         )
 
     def __repr__(self) -> str:
-        return f"<ClientSession {self.jid_str or self.transport.peer}>"
-
-    def _new_parser(self) -> StreamParser:
-        limits = self.server.limits
-        return self.transport.framing.parser(
-            limits.max_stanza_size, limits.max_depth, limits.max_attributes
-        )
+        session = self.session
+        return f"<ClientStream {session.jid_str if session else self.transport.peer}>"
 
     def _tls_required(self) -> bool:
         """TLS is required where it can be negotiated in-band (RFC 6120 §5);
         a WebSocket has its TLS, or not, from the HTTP side."""
         return self.server.limits.require_tls and hasattr(self.transport, "start_tls")
 
-    # -- bytes in ------------------------------------------------------------
+    # -- what the stream base asks -------------------------------------------
 
-    def data_received(self, data, size: int | None = None) -> None:
-        """What the transport read: bytes, or for BOSH a parsed <body/> of
-        `size` bytes."""
-        if self._closing and self.parser.closed:
-            return
-        limits = self.server.limits
-        now = time.monotonic()
-        in_debt = self._shaper.read(len(data) if size is None else size, limits, now)
-        try:
-            events = self.parser.feed(data)
-        except StreamError as exc:
-            self.stream_error(exc)
-            return
-        if self._pending is not None:
-            self._pending.extend(events)
-            return
-        if events:
-            self._process(events, now)
-        if in_debt and self._pending is None and not self._closing:
-            self._hold([], self._shaper.pause(limits, now, stanza_waiting=False))
-
-    def _process(self, events: list, now: float | None = None, shaped: bool = True) -> None:
-        limits = self.server.limits
-        if now is None:
-            now = time.monotonic()
-        for index, event in enumerate(events):
-            if self._closing and not isinstance(event, StreamClosed):
-                return
-            if (
-                shaped
-                and self.jid is not None
-                and isinstance(event, Element)
-                and not self._shaper.admit_stanza(limits, now)
-            ):
-                # Over XMPP_STANZAS_PER_SECOND: this stanza and what follows
-                # wait, in order, while the transport stops reading.
-                self._hold(events[index:], self._shaper.pause(limits, now, stanza_waiting=True))
-                return
-            try:
-                pending_work = self._handle_event(event)
-            except StreamError as exc:
-                self.stream_error(exc)
-                return
-            if self._restart:
-                # A stream restart (after STARTTLS or SASL) discards whatever
-                # followed in the old stream (RFC 6120 §5.4.3.3, §6.4.6).
-                self._restart = False
-                return
-            if pending_work is not None:
-                self._pending = list(events[index + 1 :])
-                self.transport.pause_reading()
-                self.server.spawn(self._complete(pending_work))
-                return
-
-    def _hold(self, events: list, delay: float) -> None:
-        """Stop reading for `delay` seconds (shaping, xmpp/shaping.py): the
-        client's TCP window fills and it slows down; nothing is refused."""
-        self._pending = list(events)
-        self.transport.pause_reading()
-        self._resume_timer = asyncio.get_running_loop().call_later(delay, self._release)
-
-    def _release(self) -> None:
-        """Resume reading once the budgets allow, then handle what waited."""
-        self._resume_timer = None
-        if self._closing:
-            return
-        pending = self._pending or []
-        limits = self.server.limits
-        stanza_waiting = self.jid is not None and bool(pending) and isinstance(pending[0], Element)
-        delay = self._shaper.pause(limits, time.monotonic(), stanza_waiting)
-        if delay:
-            self._resume_timer = asyncio.get_running_loop().call_later(delay, self._release)
-            return
-        self._pending = None
-        self.transport.resume_reading()
-        if pending:
-            self._process(pending)
-
-    async def _complete(self, work) -> None:
-        try:
-            await work
-        except StreamError as exc:
-            self.stream_error(exc)
-        except Exception:
-            log.exception("session %r failed", self)
-            self.stream_error(StreamError("internal-server-error"))
-        if self._restart:
-            self._restart = False
-            self._pending = []  # the old stream's leftovers (RFC 6120 §6.4.6)
-        if self._closing:
-            return
-        self._release()
-
-    def _handle_event(self, event):
-        if isinstance(event, Element):
-            if self.jid is not None:
-                return self._handle_stanza(event)
-            return self._handle_negotiation(event)
-        if isinstance(event, StreamOpened):
-            return self._stream_opened(event)
-        if isinstance(event, StreamClosed):
-            self._peer_closed()
-        return None
-
-    # -- stream header and features (RFC 6120 §4.7, §4.3.2) ------------------
-
-    def _stream_opened(self, event: StreamOpened) -> None:
-        attrs = event.attrs
-        self._send_header(attrs.get("from"))
-        if event.default_ns != NS_CLIENT:
-            raise StreamError("invalid-namespace", "the default namespace must be jabber:client")
+    def check_header(self, attrs: dict[str, str]) -> None:
         to = attrs.get("to", self.server.domain)
         try:
             to_domain = JID.parse(to).domain
@@ -261,39 +104,39 @@ class ClientSession:
             raise StreamError("host-unknown", f"{to} is not served here") from None
         if to_domain != self.server.domain:
             raise StreamError("host-unknown", f"{to} is not served here")
-        version = attrs.get("version", "0.9")
-        if version.partition(".")[0] != "1":
-            raise StreamError("unsupported-version", "this server speaks XMPP 1.0")
-        features = b"".join(serialize(child, NS_STREAMS) for child in self._features())
-        self.transport.write(self.transport.framing.features(features))
 
-    def _send_header(self, client_from: str | None) -> None:
-        self.stream_id = secrets.token_urlsafe(12)
-        to = ""
-        if client_from:
-            try:
-                to = f" to='{escape_attr(str(JID.parse(client_from)))}'"
-            except InvalidJID:
-                to = ""
-        self.transport.write(
-            self.transport.framing.header(
-                f"id='{self.stream_id}' from='{self.server.domain}'{to} version='1.0' xml:lang='en'"
-            )
-        )
-        self._header_sent = True
+    def shaped(self) -> bool:
+        # Stanzas of a bound session take stanza tokens; negotiation does not.
+        return self.session is not None
 
-    def _features(self) -> Element:
-        features = Element(f"{{{NS_STREAMS}}}features")
+    def handle_element(self, el: Element):
+        session = self.session
+        if session is not None:
+            return self._handle_stanza(el, session)
+        return self._handle_negotiation(el)
+
+    def stream_ended(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        session, self.session = self.session, None
+        if session is not None:
+            session.stream_lost(self)
+
+    def features(self) -> list[Element]:
+        features: list[Element] = []
         tls_needed = not self.transport.secure and self.server.tls is not None
         if not self.authenticated:
             if tls_needed and hasattr(self.transport, "start_tls"):
-                starttls = SubElement(features, f"{{{NS_TLS}}}starttls")
+                starttls = Element(f"{{{NS_TLS}}}starttls")
                 if self.server.limits.require_tls:
                     SubElement(starttls, f"{{{NS_TLS}}}required")
+                features.append(starttls)
             if self.transport.secure or not self._tls_required():
-                mechanisms = SubElement(features, f"{{{NS_SASL}}}mechanisms")
+                mechanisms = Element(f"{{{NS_SASL}}}mechanisms")
                 for name in self._mechanisms():
                     SubElement(mechanisms, f"{{{NS_SASL}}}mechanism").text = name
+                features.append(mechanisms)
                 for offer in self.server.registry.pre_auth_stream_features:
                     feature = offer(self)
                     if feature is not None:
@@ -301,14 +144,16 @@ class ClientSession:
                 cb_types = self.transport.channel_bindings
                 if cb_types:
                     # XEP-0440: which channel-binding types SCRAM-*-PLUS may use.
-                    cb = SubElement(features, "{urn:xmpp:sasl-cb:0}sasl-channel-binding")
+                    cb = Element("{urn:xmpp:sasl-cb:0}sasl-channel-binding")
                     for cb_type in cb_types:
                         SubElement(cb, "{urn:xmpp:sasl-cb:0}channel-binding", {"type": cb_type})
+                    features.append(cb)
             return features
-        SubElement(features, BIND_TAG)
+        features.append(Element(BIND_TAG))
         # RFC 6121 Appendix E: session establishment is a no-op kept for old clients.
-        session = SubElement(features, SESSION_TAG)
+        session = Element(SESSION_TAG)
         SubElement(session, f"{{{NS_SESSION}}}optional")
+        features.append(session)
         for offer in self.server.registry.stream_features:
             feature = offer(self)
             if feature is not None:
@@ -350,9 +195,10 @@ class ClientSession:
             if el[0].tag == SESSION_TAG:
                 self._send_result(el)
                 return None
-        if tag in STANZA_KINDS:
+        if tag in self.stanza_tags:
             raise StreamError("not-authorized", "bind a resource first")
-        raise StreamError("unsupported-stanza-type", tag)
+        # Authenticated, not bound: XEP-0198's <resume/> comes here.
+        return self.nonza(el, bound=False)
 
     def _pre_auth_iq(self, iq: Element):
         """IQs a plugin answers before authentication (scope "stream"), such as
@@ -394,12 +240,7 @@ class ClientSession:
             raise StreamError("policy-violation", "TLS is already established")
         self.transport.write(f"<proceed xmlns='{NS_TLS}'/>".encode())
         self.transport.start_tls()
-        self._restart_stream()
-
-    def _restart_stream(self) -> None:
-        self.parser.discard()
-        self.parser = self._new_parser()
-        self._restart = True
+        self.restart()
 
     def _sasl_auth(self, el: Element):
         if self._sasl_mechanism:
@@ -519,12 +360,12 @@ class ClientSession:
         self.username = local
         if self._closing:
             return  # evicted or disconnected while the password was checked
-        if not self.server.session_authenticated(self):
+        if not self.server.stream_authenticated(self):
             # RFC 6120 §4.9.3.18: XMPP_MAX_SESSIONS_PER_IP, a local policy.
             raise StreamError("policy-violation", "too many sessions from your address")
         self.authenticated = True
         self._send_sasl("success", additional)
-        self._restart_stream()
+        self.restart()
 
     def _bind(self, iq: Element):
         """RFC 6120 §7: bind a client-chosen or server-generated resource."""
@@ -537,44 +378,44 @@ class ClientSession:
         if not resource:
             resource = secrets.token_hex(8)
         jid = JID(self.username, self.server.domain, resource)
-        self.account = self.server.sessions.account_for_bind(jid.bare)
+        account = self.server.sessions.account_for_bind(jid.bare)
+        session = BoundSession(self.server, jid, account)
         registry = self.server.registry
-        if registry.session_bound_hooks or (registry.account_loaders and not self.account.loaded):
-            return self._bind_after_hooks(iq, jid)
-        self._finish_bind(iq, jid)
+        if registry.session_bound_hooks or (registry.account_loaders and not account.loaded):
+            return self._bind_after_hooks(iq, session)
+        self._finish_bind(iq, session)
         return None
 
-    async def _bind_after_hooks(self, iq: Element, jid: JID) -> None:
+    async def _bind_after_hooks(self, iq: Element, session: BoundSession) -> None:
         # Plugins load what routing needs in memory (roster, block list)
         # before the first stanza of this session can be routed: the account
         # loaders together in one worker thread, then the async hooks.
         registry = self.server.registry
-        account = self.account
+        account = session.account
         if not account.loaded and registry.account_loaders:
             account.user_id = self.user_id
             await sync_to_async(_load_account)(account, registry.account_loaders)
             account.loaded = True
-        await _run_hooks(registry.session_bound_hooks, self)
+        await _run_hooks(registry.session_bound_hooks, session)
         if self._closing:
-            self.server.sessions.forget_unused_account(jid.bare)
+            self.server.sessions.forget_unused_account(session.jid.bare)
             return
-        self._finish_bind(iq, jid)
+        self._finish_bind(iq, session)
 
-    def _finish_bind(self, iq: Element, jid: JID) -> None:
+    def _finish_bind(self, iq: Element, session: BoundSession) -> None:
         # §7.7.2.2 policy: the new session wins; the old one is told <conflict/>
         # and ends before this one binds, as any session ends: unavailable
         # presence to the other resources (RFC 6121 §4.5.2), session-closed hooks.
-        displaced = self.server.sessions.get(jid)
+        displaced = self.server.sessions.get(session.jid)
         if displaced is not None:
-            displaced.stream_error(StreamError("conflict", "replaced by a new session"))
-            displaced._unbind()  # in case it was already closing and stream_error did nothing
-        self.jid = jid
-        self.jid_str = str(jid)
-        self.server.sessions.bind(self, jid)
+            displaced.replaced()
+        session.attach(self)
+        self.session = session
+        self.server.sessions.bind(session, session.jid)
         self._auth_timer.cancel()
         self._auth_timer = None
         payload = Element(BIND_TAG)
-        SubElement(payload, f"{{{NS_BIND}}}jid").text = self.jid_str
+        SubElement(payload, f"{{{NS_BIND}}}jid").text = session.jid_str
         self._send_result(iq, payload)
 
     def _send_result(self, iq: Element, payload: Element | None = None) -> None:
@@ -592,19 +433,20 @@ class ClientSession:
 
     # -- bound: stanzas to the router (RFC 6120 §8) --------------------------
 
-    def _handle_stanza(self, stanza: Element):
-        if stanza.tag not in STANZA_KINDS:
-            raise StreamError("unsupported-stanza-type", stanza.tag)
+    def _handle_stanza(self, stanza: Element, session: BoundSession):
+        if stanza.tag not in self.stanza_tags:
+            return self.nonza(stanza, bound=True)
         self.server.stanzas_received += 1
         claimed = stanza.get("from")
+        jid_str = session.jid_str
         # §8.1.2.1: the server stamps 'from'; a client may only claim itself.
-        if claimed is not None and claimed != self.jid_str and claimed != str(self.jid.bare):
+        if claimed is not None and claimed != jid_str and claimed != session.bare_str:
             raise StreamError("invalid-from", "you cannot send as someone else")
-        stanza.set("from", self.jid_str)
+        stanza.set("from", jid_str)
         if stanza.tag == PRESENCE_TAG and stanza.get("to") is None:
-            return self._broadcast_presence(stanza)
+            return self._broadcast_presence(stanza, session)
         if stanza.tag == PRESENCE_TAG and stanza.get("type") in (None, "unavailable"):
-            self.server.registry.presence.directed(self, stanza)
+            self.server.registry.presence.directed(session, stanza)
         if (
             stanza.tag == IQ_TAG
             and len(stanza) == 1
@@ -619,9 +461,9 @@ class ClientSession:
         if stanza.tag == IQ_TAG and stanza[0:1] and stanza[0].tag == BIND_TAG:
             self._send_error(stanza, StanzaError("not-allowed", "a resource is already bound"))
             return
-        self.server.router.route(stanza, self.jid, self)
+        self.server.router.route(stanza, session.jid, session)
 
-    def _broadcast_presence(self, presence: Element):
+    def _broadcast_presence(self, presence: Element, session: BoundSession):
         """Presence without 'to' (RFC 6121 §4.2, §4.4, §4.5): the session's own
         availability, then the presence handler tells whoever should hear it."""
         presence_type = presence.get("type")
@@ -631,144 +473,27 @@ class ClientSession:
             except ValueError:
                 self._send_error(presence, StanzaError("bad-request", "priority is an integer"))
                 return None
-            self.priority = max(-128, min(127, priority))  # RFC 6121 §4.7.2.3
-            initial = not self.available and not self.presence_sent
-            self.available = True
-            self.presence_sent = True
+            initial = session.became_available(priority)
         elif presence_type == "unavailable":
             initial = False
-            self.available = False
+            session.became_unavailable()
         else:
-            self.server.router.route(presence, self.jid, self)
+            self.server.router.route(presence, session.jid, session)
             return None
         registry = self.server.registry
         for transform in registry.presence_transforms:
-            transform(self, presence)
-        result = registry.presence.broadcast(self, presence)
+            transform(session, presence)
+        result = registry.presence.broadcast(session, presence)
         if initial and registry.initial_presence_hooks:
             # Stanzas routed to this session while the hooks run (offline
             # messages being loaded) wait behind what the hooks deliver.
-            self._held = []
-            return _chain(result, self._initial_presence_hooks())
+            return _chain(result, session.run_initial_presence_hooks())
         return result if inspect.isawaitable(result) else None
-
-    # -- bytes out -----------------------------------------------------------
-
-    def deliver(self, stanza: Element) -> None:
-        """Write a routed stanza; a client that does not read is disconnected."""
-        self.send_serialized(serialize(stanza))
-
-    async def _initial_presence_hooks(self) -> None:
-        try:
-            await _run_hooks(self.server.registry.initial_presence_hooks, self)
-        finally:
-            held, self._held = self._held, None
-            for data in held or ():
-                self.send_serialized(data)
-
-    def deliver_before_held(self, stanza: Element) -> None:
-        """deliver() for an initial-presence hook: ahead of stanzas held meanwhile."""
-        held, self._held = self._held, None
-        self.send_serialized(serialize(stanza))
-        self._held = held
-
-    def send_serialized(self, data: bytes) -> None:
-        """deliver() for a stanza serialised once for many recipients."""
-        if self._closing:
-            return
-        if self._held is not None:
-            self._held.append(data)
-            return
-        data = self.transport.framing.stanza(data)
-        if self.transport.buffered > self.server.limits.max_outgoing_buffer:
-            log.info("%r is not reading; disconnecting", self)
-            self._closing = True
-            self.transport.abort()
-            return
-        self.transport.write(data)
-
-    # -- the end of the stream (RFC 6120 §4.4) -------------------------------
-
-    def stream_error(self, error: StreamError) -> None:
-        if self._closing:
-            return
-        log.debug("stream error to %r: %s", self, error)
-        if not self._header_sent:
-            self._send_header(None)
-        framing = self.transport.framing
-        self.transport.write(framing.error(error.to_bytes()) + framing.close())
-        self._close_now()
-
-    def close_stream(self, error: StreamError) -> None:
-        """Close the stream from our side (shutdown: <system-shutdown/>, RFC 6120
-        §4.9.3.20): the stream error, then </stream:stream>, and give the peer a
-        moment to answer with its own before the transport is closed (§4.4)."""
-        if self._closing:
-            return
-        self._drain_held()
-        self.transport.resume_reading()  # for the peer's </stream:stream>
-        self._closing = True
-        if not self._header_sent:
-            self._send_header(None)
-        framing = self.transport.framing
-        self.transport.write(framing.error(error.to_bytes()) + framing.close())
-
-    def _drain_held(self) -> None:
-        """Handle, unshaped, what a shaping hold keeps: it was taken from the
-        client, and is not lost because the stream ends."""
-        if self._resume_timer is None:
-            return
-        self._resume_timer.cancel()
-        self._resume_timer = None
-        pending, self._pending = self._pending or [], None
-        self._process(pending, shaped=False)
-
-    def _peer_closed(self) -> None:
-        if not self._closing:
-            self.transport.write(self.transport.framing.close())
-        self._close_now()
-
-    def _close_now(self) -> None:
-        self._closing = True
-        if self._resume_timer is not None:
-            self._resume_timer.cancel()
-            self._resume_timer = None
-        self._unbind()
-        self.transport.close()
 
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
-        if self.jid is None:
+        if self.session is None:
             self.stream_error(StreamError("connection-timeout", "authenticate sooner"))
-
-    def connection_lost(self) -> None:
-        self._drain_held()
-        self._closing = True
-        self.parser.discard()
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
-        self._unbind()
-
-    def _unbind(self) -> None:
-        if self.jid is None:
-            return
-        was_available = self.available
-        self.available = False
-        self.server.sessions.unbind(self)
-        try:
-            # RFC 6121 §4.5.2: an unavailable presence when a session ends.
-            self.server.registry.presence.session_ended(self, was_available)
-        except Exception:
-            log.exception("presence handler failed for %r", self)
-        for hook in self.server.registry.session_closed_hooks:
-            try:
-                result = hook(self)
-                if inspect.isawaitable(result):
-                    self.server.spawn(result)
-            except Exception:
-                log.exception("session-closed hook failed")
-        self.jid = None
 
 
 def _load_account(account: AccountState, loaders) -> None:
@@ -785,7 +510,7 @@ def _load_account(account: AccountState, loaders) -> None:
         loader(account, account.user_id)
 
 
-async def _run_hooks(hooks, session: ClientSession) -> None:
+async def _run_hooks(hooks, session: BoundSession) -> None:
     for hook in hooks:
         result = hook(session)
         if inspect.isawaitable(result):

@@ -35,7 +35,7 @@ from xml.etree.ElementTree import Element
 from .protocol.jid import JID, InvalidJID
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
     from .plugins import PluginRegistry, RecipientTest
     from .router import Router
     from .sessions import SessionManager
@@ -77,7 +77,7 @@ class Delivery:
 
     # -- which sessions (RFC 6121 §8.5.2.1) --------------------------------
 
-    def message_targets(self, bare: JID, message_type: str | None) -> list[ClientSession]:
+    def message_targets(self, bare: JID, message_type: str | None) -> list[BoundSession]:
         """§8.5.2.1.1: a headline goes to every available resource of
         non-negative priority; normal and chat to those with the highest
         non-negative priority. Empty when none qualifies."""
@@ -85,7 +85,7 @@ class Delivery:
             return self.non_negative(bare)
         return self.sessions.highest_priority(bare)
 
-    def non_negative(self, bare: JID) -> list[ClientSession]:
+    def non_negative(self, bare: JID) -> list[BoundSession]:
         """The available resources of non-negative priority: headlines
         (§8.5.2.1.1) and subscription requests (§3.1.3)."""
         return [s for s in self.sessions.available(bare) if s.priority >= 0]
@@ -100,7 +100,7 @@ class Delivery:
         target.deliver(stanza)
         return True
 
-    def to_sessions(self, stanza: Element, targets: Iterable[ClientSession]) -> None:
+    def to_sessions(self, stanza: Element, targets: Iterable[BoundSession]) -> None:
         for target in targets:
             target.deliver(stanza)
 
@@ -122,7 +122,7 @@ class Delivery:
         self,
         prefix: bytes,
         suffix: bytes,
-        targets: Iterable[tuple[ClientSession | None, bytes]],
+        targets: Iterable[tuple[BoundSession | None, bytes]],
         sender: JID,
     ) -> None:
         """prefix + to_attr + suffix to each (session, b' to="..."') of a

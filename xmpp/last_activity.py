@@ -34,7 +34,7 @@ from .protocol.jid import JID
 from .writer import BatchedWriter
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _query(seconds: int, status: str = "") -> Element:
     return query
 
 
-def note_unavailable_status(session: ClientSession, presence: Element) -> None:
+def note_unavailable_status(session: BoundSession, presence: Element) -> None:
     """Remember the status text of a resource's unavailable broadcast presence;
     an available one clears it."""
     if session.account is None or session.jid is None:
@@ -105,7 +105,7 @@ def note_unavailable_status(session: ClientSession, presence: Element) -> None:
 
 
 @plugins.on_session_closed
-def record_logout(session: ClientSession) -> None:
+def record_logout(session: BoundSession) -> None:
     """When an account's last session ends, store the time and that session's
     last unavailable status. The core does not await close hooks, so the write
     runs as a task."""

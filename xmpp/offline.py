@@ -52,7 +52,7 @@ from .protocol.xml import NS_CLIENT, NS_STREAMS, serialize, split_tag
 from .writer import BatchedWriter
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
     from .router import Router
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def store_offline(stanza: Element, to: JID, router: Router) -> None:
 # -- delivery at initial presence (XEP-0160 §2 step 5) ------------------------
 
 
-async def deliver_on_initial_presence(session: ClientSession) -> None:
+async def deliver_on_initial_presence(session: BoundSession) -> None:
     if session.priority < 0:
         return  # XEP-0160 §2 step 5: only non-negative available presence
     if _flexible_sessions(session):
@@ -153,18 +153,18 @@ async def deliver_on_initial_presence(session: ClientSession) -> None:
     await job.done
 
 
-def forget_flexible_session(session: ClientSession) -> None:
+def forget_flexible_session(session: BoundSession) -> None:
     sessions = _flexible_sessions(session)
     if sessions:
         sessions.discard(session)
 
 
-def _flexible_sessions(session: ClientSession) -> set | None:
+def _flexible_sessions(session: BoundSession) -> set | None:
     account = session.account
     return account.data.get(FLEXIBLE_SESSIONS) if account is not None else None
 
 
-def _mark_flexible(session: ClientSession | None) -> None:
+def _mark_flexible(session: BoundSession | None) -> None:
     if session is not None and session.account is not None:
         session.account.data.setdefault(FLEXIBLE_SESSIONS, set()).add(session)
 
@@ -209,7 +209,7 @@ class StoreJob:
 class DeliverJob:
     __slots__ = ("session", "done")
 
-    def __init__(self, session: ClientSession, done: asyncio.Future) -> None:
+    def __init__(self, session: BoundSession, done: asyncio.Future) -> None:
         self.session = session
         self.done = done
 
@@ -272,7 +272,7 @@ def _blocked_senders(jobs: list[StoreJob]) -> list[StoreJob]:
     return refused
 
 
-def _wants_flood(session: ClientSession) -> bool:
+def _wants_flood(session: BoundSession) -> bool:
     return session.jid is not None and session.available and not _flexible_sessions(session)
 
 
@@ -401,11 +401,11 @@ def _node_id(node: str | None) -> int:
         raise StanzaError("item-not-found") from None
 
 
-def _target_session(request: IqRequest) -> ClientSession | None:
+def _target_session(request: IqRequest) -> BoundSession | None:
     return request.session or request.router.sessions.get(request.sender)
 
 
-def _send_marked(session: ClientSession | None, rows: list[tuple[int, str]]) -> None:
+def _send_marked(session: BoundSession | None, rows: list[tuple[int, str]]) -> None:
     """§2.4, §2.6: each message carries its node in <offline><item node=''/>."""
     if session is None:
         return

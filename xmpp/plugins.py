@@ -17,9 +17,11 @@ from xml.etree.ElementTree import Element
 from .protocol.jid import JID
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
+    from .c2s import ClientStream
     from .router import Router
     from .sessions import AccountState, SessionManager
+    from .stream import XmlStream
 
 # Where an IQ is addressed (RFC 6121 §8.5): to the server's own domain, or to
 # a user's bare JID, which the server answers on the user's behalf; "stream"
@@ -71,7 +73,9 @@ class IqRequest:
     sender: JID
     to: JID
     router: Router
-    session: ClientSession | None = None
+    # The sender's bound session; before authentication (scope "stream"),
+    # the stream the IQ came on.
+    session: BoundSession | ClientStream | None = None
 
     @property
     def type(self) -> str:
@@ -86,9 +90,13 @@ ANSWERED = object()
 IqHandler = Callable[[IqRequest], "Element | None | Awaitable[Element | None]"]
 # A service owns a whole domain (conference.<domain>, pubsub.<domain>).
 ServiceHandler = Callable[[Element, JID, "Router"], Any]
-StreamFeature = Callable[["ClientSession"], "Element | None"]
+StreamFeature = Callable[["ClientStream"], "Element | None"]
+# Handles a nonza: a top-level element of a stream that is not a stanza
+# (XEP-0198's <enable/>, <r/>, <a/>); may return an awaitable, during which
+# the stream reads nothing more.
+NonzaHandler = Callable[["XmlStream", Element], Any]
 # Session hooks may return an awaitable; the session waits for it in order.
-SessionHook = Callable[["ClientSession"], Any]
+SessionHook = Callable[["BoundSession"], Any]
 # A filter sees every stanza routed from or to a local account, before
 # delivery; it returns True when it has dealt with the stanza (e.g. blocked it).
 StanzaFilter = Callable[[Element, JID, JID, "Router"], bool]
@@ -105,7 +113,7 @@ OfflineHandler = Callable[[Element, JID, "Router"], Any]
 # loaders run together in one worker thread at the account's first bind.
 AccountLoader = Callable[["AccountState", int], None]
 # Changes a session's broadcast presence before it goes out (XEP-0153 hash).
-PresenceTransform = Callable[["ClientSession", Element], None]
+PresenceTransform = Callable[["BoundSession", Element], None]
 # Answers disco#info or disco#items about one node of an account with the
 # whole <query node=''/> (XEP-0030 §3.2, §4.2), or an awaitable of it.
 DiscoNodeHandler = Callable[[IqRequest], "Element | Awaitable[Element]"]
@@ -127,15 +135,15 @@ class PresenceHandler:
     resources only; the roster module replaces it with one that knows
     subscriptions."""
 
-    def broadcast(self, session: ClientSession, presence: Element) -> Any:
+    def broadcast(self, session: BoundSession, presence: Element) -> Any:
         """Presence without 'to' from a bound session (available or unavailable)."""
         for other in session.server.sessions.available(session.jid.bare):
             other.deliver(presence)
 
-    def directed(self, session: ClientSession, presence: Element) -> None:
+    def directed(self, session: BoundSession, presence: Element) -> None:
         """Available or unavailable presence with a 'to' (directed, RFC 6121 §4.6)."""
 
-    def session_ended(self, session: ClientSession, was_available: bool) -> None:
+    def session_ended(self, session: BoundSession, was_available: bool) -> None:
         """A bound session is gone; tell whoever saw it available (RFC 6121 §4.5.2)."""
         if not was_available:
             return
@@ -158,6 +166,8 @@ class PluginRegistry:
     stream_features: list[StreamFeature] = field(default_factory=list)
     pre_auth_stream_features: list[StreamFeature] = field(default_factory=list)
     session_bound_hooks: list[SessionHook] = field(default_factory=list)
+    # (element tag, whether the stream carries stanzas yet) -> handler
+    nonzas: dict[tuple[str, bool], NonzaHandler] = field(default_factory=dict)
     account_loaders: list[AccountLoader] = field(default_factory=list)
     initial_presence_hooks: list[SessionHook] = field(default_factory=list)
     session_closed_hooks: list[SessionHook] = field(default_factory=list)
@@ -232,6 +242,24 @@ class PluginRegistry:
         """Offer a stream feature before authentication, e.g. XEP-0077 registration."""
         self.pre_auth_stream_features.append(feature)
         return feature
+
+    def nonza(
+        self, tag: str, *, before_bind: bool = False, after_bind: bool = True
+    ) -> Callable[[NonzaHandler], NonzaHandler]:
+        """Handle the top-level element `tag` ("{namespace}name") on a stream:
+        before resource binding (after SASL, as XEP-0198's <resume/>), after
+        it (<enable/>, <r/>, <a/>), or both. Unregistered nonzas get
+        <unsupported-stanza-type/> (RFC 6120 §4.9.3.24)."""
+
+        def register(handler: NonzaHandler) -> NonzaHandler:
+            for bound, wanted in ((False, before_bind), (True, after_bind)):
+                if wanted:
+                    if (tag, bound) in self.nonzas:
+                        raise ValueError(f"{tag} already has a nonza handler")
+                    self.nonzas[(tag, bound)] = handler
+            return handler
+
+        return register
 
     def on_session_bound(self, hook: SessionHook) -> SessionHook:
         """Run when a resource is bound, before the bind result is sent; may be async

@@ -31,7 +31,7 @@ from .subscriptions import (
 )
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
     from .router import Router
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,12 @@ def presence_element(kind: str | None, sender: str, to: str) -> Element:
 class RosterPresence(PresenceHandler):
     # -- a user's own presence (§4.2, §4.4, §4.5) ---------------------------
 
-    def broadcast(self, session: ClientSession, presence: Element) -> None:
+    def broadcast(self, session: BoundSession, presence: Element) -> None:
         router = session.server.router
         sessions = session.server.sessions
         available = presence.get("type") is None
         initial = available and session.last_presence is None
-        session.last_presence = presence if available else None
+        session.remember_presence(presence if available else None)
         data = serialize(presence)
         # §4.2.2, §4.4.2: the user's own resources, this one included.
         for other in sessions.available(session.jid.bare):
@@ -71,7 +71,7 @@ class RosterPresence(PresenceHandler):
         if initial:
             self._after_initial_presence(session, roster, router)
 
-    def _after_initial_presence(self, session: ClientSession, roster, router) -> None:
+    def _after_initial_presence(self, session: BoundSession, roster, router) -> None:
         sessions = session.server.sessions
         # §4.2.3: probes to the contacts the user is subscribed to, answered
         # here from the contacts' current presence; the user's other
@@ -107,7 +107,7 @@ class RosterPresence(PresenceHandler):
                 answer.set("to", str(prober))
                 router.route(answer, target.jid)
 
-    def directed(self, session: ClientSession, presence: Element) -> None:
+    def directed(self, session: BoundSession, presence: Element) -> None:
         """§4.6: remember who got directed presence, to tell them when we go."""
         to = presence.get("to")
         if to is None:
@@ -119,26 +119,21 @@ class RosterPresence(PresenceHandler):
             if contact is not None and contact.state.subscription in SENDS_PRESENCE:
                 return  # broadcast reaches them anyway
         if presence.get("type") is None:
-            if session.directed is None:
-                session.directed = set()
-            session.directed.add(target)
-        elif presence.get("type") == "unavailable" and session.directed:
-            session.directed.discard(target)
+            session.add_directed(target)
+        elif presence.get("type") == "unavailable":
+            session.remove_directed(target)
 
-    def _end_directed(self, session: ClientSession, presence: Element) -> None:
-        if not session.directed:
-            return
+    def _end_directed(self, session: BoundSession, presence: Element) -> None:
         router = session.server.router
-        for target in session.directed:
+        for target in session.take_directed():
             gone = copy.copy(presence)
             gone.set("to", str(target))
             router.route(gone, session.jid)
-        session.directed = None
 
-    def session_ended(self, session: ClientSession, was_available: bool) -> None:
+    def session_ended(self, session: BoundSession, was_available: bool) -> None:
         """§4.5.2: the session is gone: unavailable to whoever saw it."""
         if not was_available:
-            session.directed = None
+            session.take_directed()
             return
         gone = Element(PRESENCE, {"type": "unavailable", "from": session.jid_str})
         self.broadcast(session, gone)

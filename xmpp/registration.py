@@ -139,7 +139,7 @@ async def manage_account(request: IqRequest) -> Element | object | None:
 
 
 async def _change_password(request: IqRequest, username: str | None, password: str | None) -> None:
-    if request.session is not None and not request.session.transport.secure:
+    if request.session is not None and not request.session.secure:
         raise StanzaError("not-authorized", "change passwords over TLS only")
     if not username:
         raise StanzaError("bad-request", "the username is required")

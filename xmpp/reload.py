@@ -3,7 +3,7 @@
 - The TLS certificate and key of the XMPP listeners (XMPP_TLS_CERT/KEY, or
   the self-signed pair in XMPP_DATA_DIR): new connections use the new ones;
   an open connection keeps the certificate it was made with, and with it
-  its tls-server-end-point channel binding (RFC 5929 §4.1), which TcpStream
+  its tls-server-end-point channel binding (RFC 5929 §4.1), which TcpTransport
   keeps per connection.
 - Whatever apps registered with `plugins.on_reload`: the console's run-time
   settings (admin_ui), the HTTPS listener's certificate (runxmpp).

@@ -32,7 +32,7 @@ from .protocol.jid import JID, InvalidJID
 from .subscriptions import BOTH, NONE, RECEIVES_PRESENCE, SENDS_PRESENCE, SubState
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
     from .router import Router
     from .sessions import AccountState
 
@@ -285,7 +285,7 @@ def send_push(router: Router, roster: Roster, contact: Contact) -> None:
             push_to(session, roster, contact)
 
 
-def push_to(session: ClientSession, roster: Roster, contact: Contact) -> None:
+def push_to(session: BoundSession, roster: Roster, contact: Contact) -> None:
     iq = Element("{jabber:client}iq", {"type": "set", "id": f"push-{secrets.token_hex(6)}"})
     iq.set("to", session.jid_str)
     query = SubElement(iq, ROSTER_QUERY, {"ver": roster.ver})
@@ -320,13 +320,13 @@ def load_on_bind(account: AccountState, user_id: int) -> None:
 
 
 @plugins.stream_feature
-def roster_versioning_feature(session: ClientSession) -> Element:
+def roster_versioning_feature(session: BoundSession) -> Element:
     """XEP-0237 §2: roster versioning is offered as a stream feature."""
     return Element("{urn:xmpp:features:rosterver}ver")
 
 
 @plugins.stream_feature
-def preapproval_feature(session: ClientSession) -> Element:
+def preapproval_feature(session: BoundSession) -> Element:
     """RFC 6121 §3.4: subscription pre-approval is offered as a stream feature."""
     return Element("{urn:xmpp:features:pre-approval}sub")
 
@@ -347,7 +347,7 @@ def roster_get(request: IqRequest):
     roster = _own_roster(request)
     session = request.session
     if session is not None:
-        session.roster_requested = True
+        session.request_roster()
     client_ver = request.payload.get("ver")
     if client_ver is not None and session is not None:
         changed = _changes_since(roster, client_ver)

@@ -24,7 +24,7 @@ from .protocol.jid import JID, InvalidJID
 from .sessions import SessionManager
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Router:
         self,
         stanza: Element,
         sender: JID,
-        origin: ClientSession | None = None,
+        origin: BoundSession | None = None,
         *,
         filtered: bool = True,
     ) -> None:

@@ -22,7 +22,7 @@ from django.conf import settings
 
 from .admission import Admission
 from .authentication import CredentialStore
-from .c2s import ClientSession
+from .c2s import ClientStream
 from .failed_logins import FailedLogins
 from .plugins import PluginRegistry, plugins
 from .protocol.errors import StreamError
@@ -31,7 +31,7 @@ from .runtime_settings import runtime_settings
 from .sessions import SessionManager
 from .tls import TlsConfig, load_tls_config
 from .transport.batching import WriteBatcher
-from .transport.tcp import TcpStream
+from .transport.tcp import TcpTransport
 from .writer import flush_all, writers
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,10 @@ class XmppServer:
             "unknown_user_iterations": settings.XMPP_SCRAM_ITERATIONS,
         }
         self.listeners: list[asyncio.Server] = []
-        self.admission: Admission[ClientSession] = Admission()
+        self.admission: Admission[ClientStream] = Admission()
         self.failed_logins = FailedLogins()
         self._tasks: set[asyncio.Task] = set()
-        self._open_sessions: set[ClientSession] = set()
+        self._open_streams: set[ClientStream] = set()
         self.write_batcher = WriteBatcher()
         # Stanzas received from bound clients since start; the console samples it.
         self.stanzas_received = 0
@@ -149,7 +149,7 @@ class XmppServer:
             if not port:
                 continue
             server = await loop.create_server(
-                lambda direct_tls=direct_tls: self._new_stream(direct_tls),
+                lambda direct_tls=direct_tls: self._new_transport(direct_tls),
                 host,
                 port,
                 reuse_address=True,
@@ -159,8 +159,8 @@ class XmppServer:
             kind = "direct TLS" if direct_tls else "STARTTLS"
             log.info("client connections (%s) on %s:%d", kind, host, port)
 
-    def _new_stream(self, direct_tls: bool) -> TcpStream:
-        return TcpStream(self, direct_tls)
+    def _new_transport(self, direct_tls: bool) -> TcpTransport:
+        return TcpTransport(self, direct_tls)
 
     async def stop(self, grace: float = 2.0) -> None:
         """Close every stream with <system-shutdown/> and </stream:stream> (RFC 6120
@@ -168,15 +168,15 @@ class XmppServer:
         then the listeners."""
         for listener in self.listeners:
             listener.close()
-        sessions = self.all_sessions()
+        streams = self.all_streams()
         shutdown = StreamError("system-shutdown", "the server is shutting down")
-        for session in sessions:
-            session.close_stream(shutdown)
+        for stream in streams:
+            stream.close_stream(shutdown)
         deadline = time.monotonic() + grace
-        while self._open_sessions and time.monotonic() < deadline:
+        while self._open_streams and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for session in sessions:
-            session.transport.close()
+        for stream in streams:
+            stream.transport.close()
         # Writes still in flight (offline messages, roster changes) finish
         # before the process exits, within what is left of the grace period;
         # the batched writers commit what they hold without waiting out
@@ -193,16 +193,16 @@ class XmppServer:
         for listener in self.listeners:
             await listener.wait_closed()
 
-    def all_sessions(self) -> list[ClientSession]:
+    def all_streams(self) -> list[ClientStream]:
         """Every open stream, bound or not."""
-        return list(self._open_sessions)
+        return list(self._open_streams)
 
     # -- limits spanning sessions --------------------------------------------
 
     def admit(self, address: str) -> bool:
         """Whether a new connection from `address` may be served: False over the
         global cap (XMPP_MAX_CONNECTIONS), to be refused before any XML. The
-        per-address rules apply when its session opens (session_opened)."""
+        per-address rules apply when its stream is attached (attach)."""
         if not self.admission.has_room(self.limits.max_connections):
             log.warning(
                 "refusing a connection from %s: %d streams open", address, self.admission.streams
@@ -210,10 +210,14 @@ class XmppServer:
             return False
         return True
 
-    def session_opened(self, session: ClientSession) -> None:
-        self._open_sessions.add(session)
-        address = session.transport.peer
-        oldest = self.admission.opened(session, address, self.limits.max_unauthenticated_per_ip)
+    def attach(self, transport) -> ClientStream:
+        """A transport's connection, admitted (admit()), gets its stream: the
+        one way every transport (TCP, WebSocket, BOSH) attaches. The stream
+        tells the server when it ends (stream_closed)."""
+        stream = ClientStream(self, transport)
+        self._open_streams.add(stream)
+        address = transport.peer
+        oldest = self.admission.opened(stream, address, self.limits.max_unauthenticated_per_ip)
         if oldest is not None:
             # RFC 6120 §4.9.3.18 <policy-violation/>: the local policy of
             # §13.12 item 1 (streams per address) ends the oldest stream that
@@ -224,20 +228,21 @@ class XmppServer:
                     "policy-violation", "too many unauthenticated connections from your address"
                 )
             )
+        return stream
 
-    def session_authenticated(self, session: ClientSession) -> bool:
+    def stream_authenticated(self, stream: ClientStream) -> bool:
         """At SASL success: the stream now counts as a session of its address.
         False if the address has XMPP_MAX_SESSIONS_PER_IP sessions already, or
         the stream is no longer counted (evicted meanwhile)."""
-        address = session.transport.peer
-        if not self.admission.authenticated(session, address, self.limits.max_sessions_per_ip):
+        address = stream.transport.peer
+        if not self.admission.authenticated(stream, address, self.limits.max_sessions_per_ip):
             return False
-        self.failed_logins.succeeded(address, session.username)
+        self.failed_logins.succeeded(address, stream.username)
         return True
 
-    def session_closed(self, session: ClientSession) -> None:
-        self._open_sessions.discard(session)
-        self.admission.closed(session, session.transport.peer)
+    def stream_closed(self, stream: ClientStream) -> None:
+        self._open_streams.discard(stream)
+        self.admission.closed(stream, stream.transport.peer)
 
     def login_failed(self, address: str, account: str) -> float:
         """Record a failed login of `account` from `address`; return how long

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .protocol.jid import JID
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
 
 
 class AccountState:
@@ -33,7 +33,7 @@ class AccountState:
 
 class SessionManager:
     def __init__(self) -> None:
-        self._by_bare: dict[JID, dict[str, ClientSession]] = {}
+        self._by_bare: dict[JID, dict[str, BoundSession]] = {}
         self._accounts: dict[JID, AccountState] = {}
 
     def account(self, bare: JID) -> AccountState | None:
@@ -55,7 +55,7 @@ class SessionManager:
         if bare not in self._by_bare:
             self._accounts.pop(bare, None)
 
-    def bind(self, session: ClientSession, jid: JID) -> ClientSession | None:
+    def bind(self, session: BoundSession, jid: JID) -> BoundSession | None:
         """Register `session` as `jid`; return the session it displaces, if any."""
         resources = self._by_bare.setdefault(jid.bare, {})
         if session.account is not None:
@@ -66,7 +66,7 @@ class SessionManager:
         resources[jid.resource] = session
         return old if old is not session else None
 
-    def unbind(self, session: ClientSession) -> None:
+    def unbind(self, session: BoundSession) -> None:
         jid = session.jid
         if jid is None:
             return
@@ -77,28 +77,32 @@ class SessionManager:
                 del self._by_bare[jid.bare]
                 self._accounts.pop(jid.bare, None)
 
-    def get(self, jid: JID) -> ClientSession | None:
+    def get(self, jid: JID) -> BoundSession | None:
         resources = self._by_bare.get(jid.bare)
         return resources.get(jid.resource) if resources else None
 
-    def resources(self, bare: JID) -> list[ClientSession]:
+    def resources(self, bare: JID) -> list[BoundSession]:
         resources = self._by_bare.get(bare)
         return list(resources.values()) if resources else []
+
+    def all(self) -> list[BoundSession]:
+        """Every bound session of this process."""
+        return [s for resources in self._by_bare.values() for s in resources.values()]
 
     def has_sessions(self, bare: JID) -> bool:
         return bare in self._by_bare
 
-    def available(self, bare: JID) -> list[ClientSession]:
+    def available(self, bare: JID) -> list[BoundSession]:
         """Resources that have sent available presence (RFC 6121 §4.2)."""
         resources = self._by_bare.get(bare)
         if not resources:
             return []
         return [s for s in resources.values() if s.available]
 
-    def highest_priority(self, bare: JID) -> list[ClientSession]:
+    def highest_priority(self, bare: JID) -> list[BoundSession]:
         """The available resources with the highest non-negative priority
         (RFC 6121 §8.5.2.1.1); empty if there is none."""
-        best: list[ClientSession] = []
+        best: list[BoundSession] = []
         for session in self.available(bare):
             if session.priority < 0:
                 continue  # §8.5.2.1.1: never chosen, even when it is the only one

@@ -39,7 +39,7 @@ from .protocol.errors import StanzaError
 from .protocol.xml import serialize
 
 if TYPE_CHECKING:
-    from .c2s import ClientSession
+    from .bound_session import BoundSession
     from .sessions import AccountState
 
 NS_VCARD = "vcard-temp"
@@ -125,7 +125,7 @@ def load_photo_hash(account: AccountState, user_id: int) -> None:
     )
 
 
-def add_photo_hash(session: ClientSession, presence: Element) -> None:
+def add_photo_hash(session: BoundSession, presence: Element) -> None:
     """Add the XEP-0153 update element to an available broadcast presence whose
     client did not include one, from the cached hash; leave a client's own alone."""
     if presence.get("type") is not None or session.account is None:

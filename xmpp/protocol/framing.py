@@ -28,9 +28,10 @@ class StreamFraming:
     def parser(self, max_stanza_size: int, max_depth: int, max_attributes: int):
         return StreamParser(max_stanza_size, max_depth, max_attributes)
 
-    def header(self, attributes: str) -> bytes:
+    def header(self, attributes: str, namespace: str = NS_CLIENT) -> bytes:
+        # `namespace`: the stream's content namespace (jabber:client, jabber:server...).
         return (
-            f"<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' "
+            f"<?xml version='1.0'?><stream:stream xmlns='{namespace}' "
             f"xmlns:stream='{NS_STREAMS}' {attributes}>"
         ).encode()
 
@@ -54,7 +55,7 @@ class WebSocketFraming(StreamFraming):
     def parser(self, max_stanza_size: int, max_depth: int, max_attributes: int):
         return FramedParser(max_stanza_size, max_depth, max_attributes)
 
-    def header(self, attributes: str) -> bytes:
+    def header(self, attributes: str, namespace: str = NS_CLIENT) -> bytes:
         return f"<open xmlns='{NS_FRAMING}' {attributes}/>".encode()
 
     def features(self, inner: bytes) -> bytes:
@@ -152,7 +153,7 @@ class BoshFraming(WebSocketFraming):
     def parser(self, max_stanza_size: int, max_depth: int, max_attributes: int):
         return BoshParser()
 
-    def header(self, attributes: str) -> bytes:
+    def header(self, attributes: str, namespace: str = NS_CLIENT) -> bytes:
         return b""
 
     def close(self) -> bytes:

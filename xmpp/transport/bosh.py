@@ -1,12 +1,12 @@
 """BOSH (XEP-0124) carrying XMPP (XEP-0206), as an async Django view at /http-bind/.
 
 Each HTTP request is one <body/>. Its children are stanzas, handed (through
-xmpp.protocol.framing.BoshParser) to the same ClientSession a TCP or
+xmpp.protocol.framing.BoshParser) to the same ClientStream a TCP or
 WebSocket client gets. What the session writes is queued and returned in the
 response of a held request (long polling, XEP-0124 §11): a request is held
 up to `wait` seconds until there is output, at most `hold` of them at once.
 
-A BoshSession is the transport of one ClientSession; the HTTP session lives
+A BoshSession is the transport of one ClientStream; the HTTP session lives
 in this process's memory (a module-level table keyed by sid). There is no
 STARTTLS over BOSH: the stream is secure when the HTTP side is (https), or
 when XMPP_WEBSOCKET_CONSIDER_SECURE says so, as for WebSocket.
@@ -18,15 +18,18 @@ import asyncio
 import logging
 import secrets
 from collections import deque
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ..c2s import ClientSession
 from ..protocol.errors import StreamError
 from ..protocol.framing import NS_HTTPBIND, NS_XBOSH, BoshFraming, parse_bosh_body
 from ..protocol.xml import NS_STREAMS, escape_attr
+
+if TYPE_CHECKING:
+    from ..c2s import ClientStream
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def _terminate(condition: str) -> bytes:
 
 
 class BoshSession:
-    """The transport interface a ClientSession writes to, over BOSH requests."""
+    """The transport a ClientStream writes to, over BOSH requests."""
 
     framing = BoshFraming()
     channel_bindings: dict[str, bytes] = {}
@@ -67,7 +70,7 @@ class BoshSession:
         self.secure = secure
         self.wait = wait
         self.hold = hold
-        self.session: ClientSession | None = None
+        self.stream: ClientStream | None = None
         self.rid = 0  # the last rid processed
         self.closed = False
         self.condition = ""  # of the type='terminate' that ends the session
@@ -83,7 +86,7 @@ class BoshSession:
         self._reading = asyncio.Event()
         self._reading.set()
 
-    # -- the transport interface of ClientSession ----------------------------
+    # -- the transport interface of a stream --------------------------------
 
     @property
     def buffered(self) -> int:
@@ -132,7 +135,7 @@ class BoshSession:
         bytes: the answer carries the session's parameters and the stream
         features."""
         self.rid = rid
-        self.session.data_received(body, size)
+        self.stream.data_received(body, size)
         attrs = {
             "sid": self.sid,
             "wait": self.wait,
@@ -143,7 +146,7 @@ class BoshSession:
             "maxpause": MAX_PAUSE,
             "ver": "1.11",
             "from": self.server.domain,
-            "authid": self.session.stream_id,
+            "authid": self.stream.stream_id,
             "secure": "true",  # we are the XMPP server: nothing lies behind us
             "xmpp:version": "1.0",
             "xmpp:restartlogic": "true",
@@ -191,7 +194,7 @@ class BoshSession:
             while not self._reading.is_set():
                 await self._reading.wait()
             if not self.closed:
-                self.session.data_received(body, size)
+                self.stream.data_received(body, size)
         return await self._hold(rid)
 
     async def _hold(self, rid: int) -> bytes:
@@ -275,8 +278,7 @@ class BoshSession:
         if self._finished:
             return
         self._finished = True
-        self.server.session_closed(self.session)
-        self.session.connection_lost()
+        self.stream.connection_lost()
 
     def _forget(self) -> None:
         self._cancel_timer()
@@ -353,8 +355,7 @@ def _create(request, server, body, rid: int) -> bytes:
         wait=max(1, min(wait, settings.XMPP_BOSH_MAX_WAIT)),
         hold=max(0, min(hold, MAX_HOLD)),  # §7: never more than the client asked for
     )
-    bosh.session = ClientSession(server, bosh)
-    server.session_opened(bosh.session)
+    bosh.stream = server.attach(bosh)
     _sessions[bosh.sid] = bosh
     return bosh.start(body, rid, len(request.body))
 

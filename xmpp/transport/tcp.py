@@ -1,7 +1,7 @@
 """TCP transport for client-to-server streams: plain with STARTTLS (port 5222,
 RFC 6120 §5) and direct TLS (port 5223, XEP-0368).
 
-Bytes in, bytes out; the ClientSession does the XMPP. TLS runs over
+Bytes in, bytes out; the stream it is attached to (xmpp/c2s.py) does the XMPP. TLS runs over
 ssl.MemoryBIO rather than asyncio's SSL transport, whose per-connection
 buffers (256 KiB in Python 3.11) would dwarf an idle session; reads go
 into one buffer shared by every connection of the process, which is safe
@@ -15,11 +15,11 @@ import logging
 import ssl
 from typing import TYPE_CHECKING
 
-from ..c2s import ClientSession
 from ..protocol.framing import StreamFraming
 from ..tls import channel_bindings as tls_channel_bindings
 
 if TYPE_CHECKING:
+    from ..c2s import ClientStream
     from ..server import XmppServer
     from ..tls import TlsConfig
 
@@ -30,12 +30,12 @@ _shared_buffer = bytearray(READ_SIZE)
 _shared_view = memoryview(_shared_buffer)
 
 
-class TcpStream(asyncio.BufferedProtocol):
+class TcpTransport(asyncio.BufferedProtocol):
     framing = StreamFraming()
 
     __slots__ = (
         "server",
-        "session",
+        "stream",
         "transport",
         "peer",
         "secure",
@@ -51,7 +51,7 @@ class TcpStream(asyncio.BufferedProtocol):
 
     def __init__(self, server: XmppServer, direct_tls: bool) -> None:
         self.server = server
-        self.session: ClientSession | None = None
+        self.stream: ClientStream | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.secure = False
@@ -77,8 +77,7 @@ class TcpStream(asyncio.BufferedProtocol):
             transport.abort()
             self._closed = True
             return
-        self.session = ClientSession(self.server, self)
-        self.server.session_opened(self.session)
+        self.stream = self.server.attach(self)
         if self._direct_tls:
             self.start_tls()
 
@@ -88,7 +87,7 @@ class TcpStream(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         data = bytes(_shared_view[:nbytes])
         if self._tls is None:
-            self.session.data_received(data)
+            self.stream.data_received(data)
         else:
             self._tls_data_received(data)
 
@@ -97,12 +96,11 @@ class TcpStream(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        if self.session is not None:
-            self.server.session_closed(self.session)
-            self.session.connection_lost()
-            self.session = None
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            stream.connection_lost()
 
-    # -- what the session calls ----------------------------------------------
+    # -- what the stream calls -----------------------------------------------
 
     @property
     def channel_bindings(self) -> dict[str, bytes]:
@@ -144,7 +142,7 @@ class TcpStream(asyncio.BufferedProtocol):
 
     def start_tls(self) -> None:
         """Begin the server side of a TLS handshake (after <proceed/>, or at once
-        for direct TLS); decrypted bytes reach the session once it completes."""
+        for direct TLS); decrypted bytes reach the stream once it completes."""
         self.flush()  # <proceed/> goes out in the clear, before the handshake
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -214,8 +212,8 @@ class TcpStream(asyncio.BufferedProtocol):
             self.abort()
             return
         self._flush_tls()
-        if chunks and self.session is not None:
-            self.session.data_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+        if chunks and self.stream is not None:
+            self.stream.data_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
 
     def _flush_tls(self) -> None:
         if self._outgoing.pending and not self._closed:

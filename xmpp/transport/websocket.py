@@ -1,7 +1,7 @@
 """XMPP over WebSocket (RFC 7395) as a Channels consumer at /xmpp-websocket.
 
 Frames in, frames out: each message is one element (§3.3), framed by
-xmpp.protocol.framing.WebSocketFraming; the ClientSession behind it is the
+xmpp.protocol.framing.WebSocketFraming; the ClientStream behind it is the
 same one a TCP client gets, with the same router and limits. There is no
 STARTTLS on a WebSocket: the stream is secure when the HTTP side is (wss),
 or when the operator says so for a development server on loopback
@@ -10,8 +10,8 @@ or when the operator says so for a development server on loopback
 Cost: Daphne's WebSocket layer (autobahn) handles every frame with a general
 state machine; runxmpp gives Daphne xmpp.transport.websocket_frames'
 protocol instead, which takes XMPP's whole text frames off that path, and
-once a stream is accepted this consumer attaches its session to that
-protocol, so frames go straight between socket and session. The consumer
+once a stream is accepted this consumer attaches its stream to that
+protocol, so frames go straight between socket and stream. The consumer
 still does everything else: the handshake, Origin and subprotocol checks,
 and any frame the fast path leaves to autobahn, which reaches receive()
 in order. It also reads no channel layer and closes no database connections
@@ -23,22 +23,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import TYPE_CHECKING
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from ..c2s import ClientSession
 from ..protocol.framing import WebSocketFraming
+
+if TYPE_CHECKING:
+    from ..c2s import ClientStream
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "xmpp"  # RFC 7395 §3.1
 
 
-class WebSocketStream:
-    """The transport interface a ClientSession writes to, over one WebSocket."""
+class WebSocketTransport:
+    """The transport a ClientStream writes to, over one WebSocket."""
 
     framing = WebSocketFraming()
     channel_bindings: dict[str, bytes] = {}
@@ -46,7 +49,7 @@ class WebSocketStream:
     __slots__ = (
         "consumer",
         "server",
-        "session",
+        "stream",
         "peer",
         "secure",
         "direct",
@@ -60,7 +63,7 @@ class WebSocketStream:
     def __init__(self, consumer: XmppWebSocketConsumer, server, peer: str, secure: bool) -> None:
         self.consumer = consumer
         self.server = server
-        self.session: ClientSession | None = None
+        self.stream: ClientStream | None = None
         self.peer = peer
         self.secure = secure
         # Daphne's protocol when it can take frames straight (websocket_frames).
@@ -127,9 +130,9 @@ class WebSocketStream:
 
     def pause_reading(self) -> None:
         """Stop reading the socket (Twisted's transport is a push producer);
-        frames already read reach the session, which keeps them in order.
+        frames already read reach the stream, which keeps them in order.
         Under a server other than runxmpp's Daphne there is no socket to
-        pause, and the session only queues."""
+        pause, and the stream only queues."""
         if self.direct is not None and not self._closed:
             self.direct.transport.pauseProducing()
 
@@ -162,7 +165,7 @@ class WebSocketStream:
 
 
 class XmppWebSocketConsumer(AsyncWebsocketConsumer):
-    stream: WebSocketStream | None = None
+    transport: WebSocketTransport | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         """As Channels' AsyncConsumer, for a consumer without a channel layer:
@@ -219,33 +222,30 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         secure = self.scope.get("scheme") == "wss" or settings.XMPP_WEBSOCKET_CONSIDER_SECURE
-        self.stream = WebSocketStream(self, server, peer, secure)
+        transport = self.transport = WebSocketTransport(self, server, peer, secure)
         await self.accept(subprotocol=SUBPROTOCOL)
-        session = ClientSession(server, self.stream)
-        self.stream.session = session
+        stream = transport.stream = server.attach(transport)
         protocol = _daphne_protocol(self.base_send)
         if protocol is not None:
-            self.stream.direct = protocol
-            protocol.attach(session.data_received)
-        server.session_opened(session)
+            transport.direct = protocol
+            protocol.attach(stream.data_received)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
-        if self.stream is None or self.stream.session is None:
+        if self.transport is None or self.transport.stream is None:
             return
         data = text_data.encode("utf-8") if text_data is not None else (bytes_data or b"")
-        self.stream.session.data_received(data)
+        self.transport.stream.data_received(data)
 
     async def disconnect(self, code: int) -> None:
-        stream = self.stream
-        if stream is None or stream.session is None:
+        transport = self.transport
+        if transport is None or transport.stream is None:
             return
-        session, stream.session = stream.session, None
-        stream._closed = True
-        if stream.direct is not None:
-            stream.direct.attach(None)
-            stream.direct = None
-        stream.server.session_closed(session)
-        session.connection_lost()
+        stream, transport.stream = transport.stream, None
+        transport._closed = True
+        if transport.direct is not None:
+            transport.direct.attach(None)
+            transport.direct = None
+        stream.connection_lost()
         await asyncio.sleep(0)
 
 
