@@ -69,4 +69,5 @@ def send_message_of_the_day(session) -> None:
 
     text = runtime_settings.get("XMPP_MOTD", "")
     if text:
-        session.deliver(server_message(session.server, session.jid_str, text, "Message of the day"))
+        message = server_message(session.server, session.jid_str, text, "Message of the day")
+        session.server.router.delivery.to_session(session, message)

@@ -101,7 +101,8 @@ async def broadcast(body: str, subject: str = "") -> int:
     count = 0
     for session in server.sessions.all():
         if session.available:
-            session.deliver(server_message(server, session.jid_str, body, subject))
+            message = server_message(server, session.jid_str, body, subject)
+            server.router.delivery.to_session(session, message)
             count += 1
     return count
 

@@ -62,6 +62,7 @@ def notify_pep(router: Router, service: ServiceState, node: NodeState, note: Not
     """Deliver a PEP notification, from memory, serialised once."""
     owner = JID.parse(service.jid)
     sessions = router.sessions
+    delivery = router.delivery
     name = node.name
     sent: set[JID] = set()
 
@@ -72,12 +73,12 @@ def notify_pep(router: Router, service: ServiceState, node: NodeState, note: Not
         wanted = account.data.get(CAPS_KEY, {}).get(session.jid.resource) if account else None
         if wanted and name in wanted:
             sent.add(session.jid)
-            session.send_serialized(note.to(session.jid_str))
+            delivery.to_session(session, note.to(session.jid_str))
 
     for session in sessions.available(owner):
         deliver_if_interested(session)
     # Past the router: the delivery service's block-list test, built once.
-    refuses = router.delivery.refusal_test(owner)
+    refuses = delivery.refusal_test(owner)
     roster = roster_of(router, owner)
     if roster is not None:
         for contact in roster.contacts.values():
@@ -97,11 +98,13 @@ def notify_pep(router: Router, service: ServiceState, node: NodeState, note: Not
         jid = JID.parse(sub.jid)
         if jid.domain != router.domain:
             continue
+        if refuses is not None and refuses(jid, sessions.account(jid.bare)):
+            continue  # XEP-0191 §3.3: a subscriber who blocked the owner
         targets = [sessions.get(jid)] if jid.resource else sessions.available(jid)
         for session in targets:
             if session is not None and session.jid not in sent:
                 sent.add(session.jid)
-                session.send_serialized(note.to(session.jid_str))
+                delivery.to_session(session, note.to(session.jid_str))
 
 
 # -- presence: caps and the last items ------------------------------------------
@@ -181,7 +184,7 @@ async def send_last_items(router: Router, session: BoundSession, wanted: frozens
             note = notification(
                 service.jid, event, node.config.get("notification_type", "headline"), delay_of(item)
             )
-            session.send_serialized(note.to(session.jid_str))
+            router.delivery.to_session(session, note.to(session.jid_str))
 
 
 def _may_hear_last(node: NodeState, entry, me: str, contact_roster) -> bool:

@@ -273,3 +273,52 @@ def test_account_advertises_pep_features(xmpp_server):
             await disconnect(client)
 
     run(scenario)
+
+
+def test_an_explicit_subscriber_who_blocked_the_owner_hears_nothing(xmpp_server):
+    """XEP-0191 §3.3 past the router: a PEP node with the open access model
+    notifies its explicit subscribers (XEP-0060 §6.1), but not one who has
+    blocked the owner; the same subscriber hears it before the block."""
+    from .test_blocking import block
+
+    owner_name, subscriber_name = "pepblkown", "pepblksub"
+    register(xmpp_server, owner_name, subscriber_name)
+    node = "urn:example:pep-open"
+
+    def publish(text: str) -> str:
+        return (
+            f"<pubsub xmlns='{NS}'><publish node='{node}'><item>"
+            f"<entry xmlns='urn:example:test'>{text}</entry></item></publish>"
+            "<publish-options><x xmlns='jabber:x:data' type='submit'>"
+            "<field var='FORM_TYPE' type='hidden'>"
+            "<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+            "<field var='pubsub#access_model'><value>open</value></field>"
+            "</x></publish-options></pubsub>"
+        )
+
+    async def scenario():
+        owner = await pep_client(xmpp_server, owner_name, plugins=BARE_PLUGINS)
+        subscriber = await pep_client(
+            xmpp_server, subscriber_name, plugins=(*BARE_PLUGINS, "xep_0191")
+        )
+        owner_jid = xmpp_server.jid(owner_name)
+        try:
+            await send_iq(owner, "set", publish("first"))
+            await send_iq(
+                subscriber,
+                "set",
+                f"<pubsub xmlns='{NS}'><subscribe node='{node}'"
+                f" jid='{xmpp_server.jid(subscriber_name)}'/></pubsub>",
+                owner_jid,
+            )
+            # The last item on subscription (XEP-0060 §6.1.7), then the next one.
+            assert event_payload(await next_event(subscriber, "publish")).text == "first"
+            await send_iq(owner, "set", publish("second"))
+            assert event_payload(await next_event(subscriber, "publish")).text == "second"
+            await block(subscriber, owner_jid)
+            await send_iq(owner, "set", publish("third"))
+            await no_event(subscriber)
+        finally:
+            await disconnect(owner, subscriber)
+
+    run(scenario)

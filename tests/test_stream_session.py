@@ -27,7 +27,10 @@ HEADER = (
     f"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
     f" to='{DOMAIN}' version='1.0'>"
 ).encode()
-BIND = b"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>r</resource></bind></iq>"
+BIND = (
+    b"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+    b"<resource>r</resource></bind></iq>"
+)
 
 
 class FakeTransport:

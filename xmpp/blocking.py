@@ -316,7 +316,7 @@ def _push(router: Router, account: AccountState, tag: str, jids: list[JID]) -> N
         payload = SubElement(iq, tag)
         for jid in jids:
             SubElement(payload, ITEM, {"jid": str(jid)})
-        session.deliver(iq)
+        session.server.router.delivery.to_session(session, iq)
 
 
 # -- presence on block and unblock (§3.3, §3.4) --------------------------------

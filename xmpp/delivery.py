@@ -4,6 +4,9 @@ The router, presence broadcast, MUC rooms, pubsub and PEP all deliver
 through a `Delivery` (owned by the router, `router.delivery`):
 
 - to a full JID: that session (`to_full_jid`), else `elsewhere()`;
+- to a session a feature already holds (`to_session`: a roster or
+  block-list push to a resource that asked for the list, a stored message
+  at login, a PEP notification chosen by caps);
 - to a bare JID: the resources RFC 6121 §8.5.2.1 chooses for a message
   (`message_targets`: the one place that rule is written) or every
   available resource (§8.5.2.1.2, §4.2.2: `to_available`);
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
 from .protocol.jid import JID, InvalidJID
+from .protocol.xml import serialize
 
 if TYPE_CHECKING:
     from .bound_session import BoundSession
@@ -100,9 +104,23 @@ class Delivery:
         target.deliver(stanza)
         return True
 
-    def to_sessions(self, stanza: Element, targets: Iterable[BoundSession]) -> None:
+    def to_sessions(self, stanza: Element | bytes, targets: Iterable[BoundSession]) -> None:
+        data = stanza if isinstance(stanza, bytes) else serialize(stanza)
         for target in targets:
-            target.deliver(stanza)
+            target.send_serialized(data)
+
+    def to_session(
+        self, session: BoundSession, stanza: Element | bytes, *, before_held: bool = False
+    ) -> None:
+        """To one session the caller holds (a push, a stored message, what a
+        session is told about itself). `before_held`: ahead of the stanzas
+        held while its initial-presence hooks run (offline delivery)."""
+        if isinstance(stanza, bytes):
+            session.send_serialized(stanza)
+        elif before_held:
+            session.deliver_before_held(stanza)
+        else:
+            session.deliver(stanza)
 
     # -- bytes serialised once, past the router (filtered here) ------------
 

@@ -225,10 +225,11 @@ class DeliverJob:
                 session = job.session
                 if not _wants_flood(session):
                     continue  # gone, or chose XEP-0013, while the rows were read
+                delivery = session.server.router.delivery
                 for row_id, text in stored.pop(session.jid.local, ()):
                     message = parse_stored(text)
                     if message is not None:
-                        session.deliver_before_held(message)
+                        delivery.to_session(session, message, before_held=True)
                     delivered.append(row_id)
             if delivered:
                 await sync_to_async(_delete_rows)(delivered)
@@ -415,7 +416,7 @@ def _send_marked(session: BoundSession | None, rows: list[tuple[int, str]]) -> N
             continue
         offline = SubElement(message, OFFLINE_TAG)
         SubElement(offline, ITEM_TAG, {"node": str(row_id)})
-        session.deliver(message)
+        session.server.router.delivery.to_session(session, message)
 
 
 @plugins.iq(

@@ -137,8 +137,8 @@ class PresenceHandler:
 
     def broadcast(self, session: BoundSession, presence: Element) -> Any:
         """Presence without 'to' from a bound session (available or unavailable)."""
-        for other in session.server.sessions.available(session.jid.bare):
-            other.deliver(presence)
+        server = session.server
+        server.router.delivery.to_sessions(presence, server.sessions.available(session.jid.bare))
 
     def directed(self, session: BoundSession, presence: Element) -> None:
         """Available or unavailable presence with a 'to' (directed, RFC 6121 §4.6)."""
@@ -148,8 +148,8 @@ class PresenceHandler:
         if not was_available:
             return
         gone = Element("{jabber:client}presence", {"type": "unavailable", "from": session.jid_str})
-        for other in session.server.sessions.available(session.jid.bare):
-            other.deliver(gone)
+        server = session.server
+        server.router.delivery.to_sessions(gone, server.sessions.available(session.jid.bare))
 
     def inbound(self, stanza: Element, sender: JID, to: JID, router: Router) -> bool:
         """Presence of a subscription type or a probe to a local account; True if handled."""

@@ -59,8 +59,7 @@ class RosterPresence(PresenceHandler):
         session.remember_presence(presence if available else None)
         data = serialize(presence)
         # §4.2.2, §4.4.2: the user's own resources, this one included.
-        for other in sessions.available(session.jid.bare):
-            other.send_serialized(data)
+        router.delivery.to_sessions(data, sessions.available(session.jid.bare))
         roster = session.account.roster if session.account else None
         if roster is not None:
             # Past the router: the delivery service applies the block lists.
@@ -78,7 +77,7 @@ class RosterPresence(PresenceHandler):
         # resources count as such contacts (§4.2.2).
         for other in sessions.available(session.jid.bare):
             if other is not session and other.last_presence is not None:
-                session.deliver(other.last_presence)
+                router.delivery.to_session(session, other.last_presence)
         if roster is None:
             return
         for jid in roster.subscriptions():
@@ -88,7 +87,7 @@ class RosterPresence(PresenceHandler):
             if contact.state.pending_in and contact.pending_in_stanza and not contact.removed:
                 request = _parse_stored(contact.pending_in_stanza)
                 if request is not None:
-                    session.deliver(request)
+                    router.delivery.to_session(session, request)
 
     def _answer_probe(self, router: Router, prober: JID, contact: JID) -> None:
         """§4.3.2: the contact's server answers a probe with the contact's

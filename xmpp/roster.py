@@ -290,7 +290,7 @@ def push_to(session: BoundSession, roster: Roster, contact: Contact) -> None:
     iq.set("to", session.jid_str)
     query = SubElement(iq, ROSTER_QUERY, {"ver": roster.ver})
     query.append(contact.to_element())
-    session.deliver(iq)
+    session.server.router.delivery.to_session(session, iq)
 
 
 def roster_of(router: Router, owner: JID) -> Roster | None:
