@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -57,20 +56,13 @@ def stored_accounts(data_dir: Path, passwords: dict[str, str] | None = None) -> 
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory) -> Path:
-    """A data directory with a migrated database, made once and copied per test."""
-    template = tmp_path_factory.mktemp("migrated")
-    result = manage(template, "migrate", "--noinput")
-    assert result.returncode == 0, result.stderr
-    return template
-
-
 @pytest.fixture
-def data_dir(tmp_path, migrated_template) -> Path:
-    """This test's own XMPP_DATA_DIR, with every migration applied."""
+def data_dir(tmp_path, migrated_templates) -> Path:
+    """This test's own XMPP_DATA_DIR, with a copy of the session's migrated
+    SQLite database (conftest.py's MigratedTemplates, as every test server)."""
     target = tmp_path / "data"
-    shutil.copytree(migrated_template, target)
+    target.mkdir()
+    migrated_templates.give_database(target, "")  # manage() runs on SQLite
     return target
 
 

@@ -9,30 +9,16 @@ browser would.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import httpx
 
-from .conftest import PASSWORD, ROOT, RunningServer, server_env, start_server, stop_server
+from .conftest import PASSWORD, RunningServer, start_server, stop_server
 
 STAFF = "root"
 
 
 def start_console_server(data_dir, **env) -> RunningServer:
     """A fresh server with the accounts alice, bob and the staff account root."""
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=server_env(data_dir, **env),
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "flush", "--noinput"],
-        cwd=ROOT,
-        env=server_env(data_dir, **env),
-        check=True,
-    )
     server = start_server(data_dir, **env)
     for user in ("alice", "bob", STAFF):
         server.manage("register", user, PASSWORD)

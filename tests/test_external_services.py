@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import subprocess
-import sys
 
 import pytest
 from slixmpp.exceptions import IqError
 
 from .clients import connect, disconnect, send_iq
-from .conftest import PASSWORD, ROOT, server_env, start_server, stop_server
+from .conftest import PASSWORD, start_server, stop_server
 from .test_turn import turn_round_trip
 
 NS = "urn:xmpp:extdisco:2"
@@ -24,16 +22,10 @@ NS = "urn:xmpp:extdisco:2"
 def server(tmp_path_factory):
     """runxmpp with STUN/TURN on a free port, loopback peers allowed (the test's
     peer is a loopback socket), and the account alice."""
-    data_dir = tmp_path_factory.mktemp("extdisco")
-    env = server_env(data_dir)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
-    )
-    subprocess.run(
-        [sys.executable, "manage.py", "flush", "--noinput"], cwd=ROOT, env=env, check=True
-    )
     running = start_server(
-        data_dir, XMPP_TURN_ALLOW_PRIVATE_PEERS="true", XMPP_STUN_HOST="127.0.0.1"
+        tmp_path_factory.mktemp("extdisco"),
+        XMPP_TURN_ALLOW_PRIVATE_PEERS="true",
+        XMPP_STUN_HOST="127.0.0.1",
     )
     running.manage("register", "alice", PASSWORD)
     yield running

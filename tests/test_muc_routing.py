@@ -63,20 +63,31 @@ async def flood(ann, others, room: str) -> None:
 
 
 def test_temporary_room_fan_out_runs_no_sql(sql_logging_server):
-    """Messages in a temporary room: not one SQL statement."""
+    """Messages in a temporary room: not one SQL statement. Then, as a
+    control, making the room persistent writes it, and the log shows that
+    statement: so the silence during the messages is not a log that stays
+    empty whatever the server does."""
     server = sql_logging_server
+    room = f"quiet-{server.tag}"
 
     async def scenario():
         ann, ben, cat = [await connect_muc(server, u) for u in server.users]
         try:
-            await ann.create_instant(f"quiet-{server.tag}", "ann")
-            await ben.enter(f"quiet-{server.tag}", "ben")
-            await cat.enter(f"quiet-{server.tag}", "cat")
+            await ann.create_instant(room, "ann")
+            await ben.enter(room, "ben")
+            await cat.enter(room, "cat")
             await wait_for_quiet_log(server)
             before = len(sql_lines(server.log()))
-            await flood(ann, (ben, cat), f"quiet-{server.tag}")
+            await flood(ann, (ben, cat), room)
             await wait_for_quiet_log(server)
             assert sql_lines(server.log())[before:] == []
+
+            # The control, read the same way: the muc writer stores the room
+            # (muc/storage.py save_room) once it is persistent.
+            await ann.configure(room, persistentroom=True)
+            await wait_for_quiet_log(server)
+            stored = [line for line in sql_lines(server.log())[before:] if "by=writer:muc" in line]
+            assert stored, server.log()[-3000:]
         finally:
             await disconnect(ann, ben, cat)
 

@@ -16,6 +16,7 @@ from .test_pubsub import PUBSUB, entry, next_event, pubsub_client, run
 
 SUBSCRIBERS = 6
 PUBLISHES = 30
+PUBLISHES_THROUGH_CELERY = 10
 
 
 def _register(server, names):
@@ -79,31 +80,60 @@ def test_publishing_costs_statements_per_item_not_per_subscriber(tmp_path):
         stop_server(server)
 
 
+def fan_out_thread_statements(server) -> list[str]:
+    """The SQL the server ran in the thread pubsub/notify.py submits Celery
+    fan-outs from ("pubsub-fanout"). On embedded defaults the eager task runs
+    there, and it is the only code there that reads the database: the
+    subscribers of the node (pubsub/tasks.py). The inline path never enters
+    that thread."""
+    return [line for line in sql_lines(server.log()) if "thread=pubsub-fanout" in line]
+
+
 def test_embedded_celery_fan_out_runs_eagerly_and_delivers(tmp_path):
     """Above the inline threshold on embedded defaults (no REDIS_URL): the
-    eager task in the fan-out thread, deliveries back on the loop."""
-    server = start_server(tmp_path / "eager", XMPP_PUBSUB_INLINE_FANOUT="1", REDIS_URL="")
-    names = ["eagerowner", "eagersub1", "eagersub2", "eagersub3"]
+    eager task in the fan-out thread, deliveries back on the loop. The task's
+    own reads of the subscribers, in that thread, show it ran for every
+    publish; a node within the threshold, delivered inline, shows none."""
+    server = start_server(
+        tmp_path / "eager", XMPP_PUBSUB_INLINE_FANOUT="1", REDIS_URL="", XMPP_LOG_SQL="true"
+    )
+    names = ["eagerowner", "eagersub1", "eagersub2", "eagersub3", "inlinesub"]
     try:
         _register(server, names)
 
         async def scenario():
             owner = await pubsub_client(server, names[0])
             await owner.plugin["xep_0060"].create_node(PUBSUB, "eager")
-            subscribers = await _subscribed(server, "eager", names[1:])
+            await owner.plugin["xep_0060"].create_node(PUBSUB, "inline")
+            subscribers = await _subscribed(server, "eager", names[1:4])
+            [lone] = await _subscribed(server, "inline", names[4:])
             try:
-                for i in range(10):
+                # The control: one subscriber, within XMPP_PUBSUB_INLINE_FANOUT.
+                await owner.plugin["xep_0060"].publish(
+                    PUBSUB, "inline", id="i0", payload=entry("inline")
+                )
+                event = await next_event(lone, "publish")
+                assert event["pubsub_event"]["items"]["item"]["id"] == "i0"
+                assert fan_out_thread_statements(server) == []
+
+                for i in range(PUBLISHES_THROUGH_CELERY):
                     await owner.plugin["xep_0060"].publish(
                         PUBSUB, "eager", id=f"e{i}", payload=entry(str(i))
                     )
                 for client in subscribers:
                     got = [
                         (await next_event(client, "publish"))["pubsub_event"]["items"]["item"]["id"]
-                        for _ in range(10)
+                        for _ in range(PUBLISHES_THROUGH_CELERY)
                     ]
-                    assert got == [f"e{i}" for i in range(10)]
+                    assert got == [f"e{i}" for i in range(PUBLISHES_THROUGH_CELERY)]
+                # A task reads the subscribers (two SELECTs: all of them, and
+                # those with delivery off) before it hands over its batches, so
+                # every task's reads are in the log once its deliveries arrived.
+                statements = fan_out_thread_statements(server)
+                assert len(statements) == 2 * PUBLISHES_THROUGH_CELERY, statements
+                assert all("SQL SELECT " in line for line in statements), statements
             finally:
-                await disconnect(owner, *subscribers)
+                await disconnect(owner, lone, *subscribers)
 
         run(scenario)
     finally:

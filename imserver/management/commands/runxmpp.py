@@ -38,7 +38,10 @@ def raise_open_files_limit() -> int:
 
 
 class Command(BaseCommand):
-    help = "Run the XMPP server: client connections, HTTP admin, in one process."
+    help = (
+        "Run the XMPP server: client connections, HTTP admin, in one process. "
+        "Pending database migrations are applied first, unless --no-migrate."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=None, help="address to listen on (XMPP_BIND_ADDRESS)")
@@ -53,7 +56,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-migrate",
             action="store_true",
-            help="do not apply database migrations before starting",
+            help="start on the database as it is, without applying migrations: for a "
+            "database known to be migrated (the tests copy one migrated template per server)",
         )
 
     def handle(self, *args, **options) -> None:
