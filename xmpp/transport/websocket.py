@@ -174,22 +174,13 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
-        # Daphne's receive is its per-connection asyncio.Queue.get: take the
-        # frames already queued without a task switch for each.
-        queue = getattr(receive, "__self__", None)
-        if not isinstance(queue, asyncio.Queue):
-            queue = None
         try:
             while True:
                 message = await receive()
-                while True:
-                    if message["type"] == "websocket.receive":
-                        await self.websocket_receive(message)
-                    else:
-                        await self.dispatch(message)
-                    if queue is None or queue.empty():
-                        break
-                    message = queue.get_nowait()
+                if message["type"] == "websocket.receive":
+                    await self.websocket_receive(message)
+                else:
+                    await self.dispatch(message)
         except StopConsumer:
             pass
 
@@ -223,7 +214,7 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol=SUBPROTOCOL)
         session = ClientSession(server, self.stream)
         self.stream.session = session
-        protocol = _daphne_protocol(self.base_send)
+        protocol = _daphne_protocol(self.scope)
         if protocol is not None:
             self.stream.direct = protocol
             protocol.attach(session.data_received)
@@ -249,13 +240,13 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         await asyncio.sleep(0)
 
 
-def _daphne_protocol(send):
-    """The Daphne WebSocket protocol behind an ASGI send callable, when it is
-    runxmpp's XmppWebSocketProtocol: Daphne passes functools.partial(
-    server.handle_reply, protocol). Under any other server, None."""
-    args = getattr(send, "args", ())
-    protocol = args[0] if args else None
-    return protocol if hasattr(protocol, "attach") and hasattr(protocol, "send_texts") else None
+def _daphne_protocol(scope):
+    """The fast path's protocol for this connection (xmpp/transport/websocket_frames.py),
+    found by the addresses in the ASGI scope; None when runxmpp did not install it
+    (another server, or a Daphne, autobahn or Twisted it was not verified on)."""
+    from .websocket_frames import claim
+
+    return claim(scope)
 
 
 def _origin_allowed(scope) -> bool:
