@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 
 _FINAL_TEXT = 0x81  # FIN, no RSV bits, opcode 1 (RFC 6455 §5.2)
 _MASKED = 0x80
-_OPEN = WebSocketProtocol.STATE_OPEN
+_OPEN = getattr(WebSocketProtocol, "STATE_OPEN", None)  # checked by contract_problems()
 
 # Protocols whose consumer has not claimed them yet, by the connection's
 # addresses as the ASGI scope gives them (client, then server).
