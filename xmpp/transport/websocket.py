@@ -13,9 +13,11 @@ protocol instead, which takes XMPP's whole text frames off that path, and
 once a stream is accepted this consumer attaches its session to that
 protocol, so frames go straight between socket and session. The consumer
 still does everything else: the handshake, Origin and subprotocol checks,
-and any frame the fast path leaves to autobahn, which reaches receive()
-in order. It also reads no channel layer and closes no database connections
-around frames (a worker-thread hop each).
+and the messages that cannot go straight (read before its session was
+attached, or every one when runxmpp kept Daphne's own protocol because the
+installed libraries do not match what websocket_frames relies on), which
+reach receive() in order. It also reads no channel layer and closes no
+database connections around frames (a worker-thread hop each).
 """
 
 from __future__ import annotations
