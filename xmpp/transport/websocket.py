@@ -13,9 +13,11 @@ protocol instead, which takes XMPP's whole text frames off that path, and
 once a stream is accepted this consumer attaches its stream to that
 protocol, so frames go straight between socket and stream. The consumer
 still does everything else: the handshake, Origin and subprotocol checks,
-and any frame the fast path leaves to autobahn, which reaches receive()
-in order. It also reads no channel layer and closes no database connections
-around frames (a worker-thread hop each).
+and the messages that cannot go straight (read before its stream was
+attached, or every one when runxmpp kept Daphne's own protocol because the
+installed libraries do not match what websocket_frames relies on), which
+reach receive() in order. It also reads no channel layer and closes no
+database connections around frames (a worker-thread hop each).
 """
 
 from __future__ import annotations
@@ -177,22 +179,13 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
-        # Daphne's receive is its per-connection asyncio.Queue.get: take the
-        # frames already queued without a task switch for each.
-        queue = getattr(receive, "__self__", None)
-        if not isinstance(queue, asyncio.Queue):
-            queue = None
         try:
             while True:
                 message = await receive()
-                while True:
-                    if message["type"] == "websocket.receive":
-                        await self.websocket_receive(message)
-                    else:
-                        await self.dispatch(message)
-                    if queue is None or queue.empty():
-                        break
-                    message = queue.get_nowait()
+                if message["type"] == "websocket.receive":
+                    await self.websocket_receive(message)
+                else:
+                    await self.dispatch(message)
         except StopConsumer:
             pass
 
@@ -225,7 +218,7 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         transport = self.transport = WebSocketTransport(self, server, peer, secure)
         await self.accept(subprotocol=SUBPROTOCOL)
         stream = transport.stream = server.attach(transport)
-        protocol = _daphne_protocol(self.base_send)
+        protocol = _daphne_protocol(self.scope)
         if protocol is not None:
             transport.direct = protocol
             protocol.attach(stream.data_received)
@@ -249,13 +242,13 @@ class XmppWebSocketConsumer(AsyncWebsocketConsumer):
         await asyncio.sleep(0)
 
 
-def _daphne_protocol(send):
-    """The Daphne WebSocket protocol behind an ASGI send callable, when it is
-    runxmpp's XmppWebSocketProtocol: Daphne passes functools.partial(
-    server.handle_reply, protocol). Under any other server, None."""
-    args = getattr(send, "args", ())
-    protocol = args[0] if args else None
-    return protocol if hasattr(protocol, "attach") and hasattr(protocol, "send_texts") else None
+def _daphne_protocol(scope):
+    """The fast path's protocol for this connection (xmpp/transport/websocket_frames.py),
+    found by the addresses in the ASGI scope; None when runxmpp did not install it
+    (another server, or a Daphne, autobahn or Twisted it was not verified on)."""
+    from .websocket_frames import claim
+
+    return claim(scope)
 
 
 def _origin_allowed(scope) -> bool:

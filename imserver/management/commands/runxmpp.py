@@ -148,10 +148,12 @@ class Command(BaseCommand):
 
 def _use_xmpp_websocket_frames(http_server) -> None:
     """Daphne makes its WebSocket factory in run(); give it the protocol with
-    the fast path for XMPP's frames (xmpp.transport.websocket_frames)."""
-    from xmpp.transport.websocket_frames import XmppWebSocketProtocol
+    the fast path for XMPP's frames (xmpp.transport.websocket_frames), which
+    keeps Daphne's own, with a WARNING, if the installed libraries do not
+    hold to what it relies on."""
+    from xmpp.transport.websocket_frames import install
 
-    http_server.ws_factory.protocol = XmppWebSocketProtocol
+    install(http_server)
     # RFC 6455 §7.1.7: a failed connection SHOULD get a Close frame with the
     # reason (1007 for text that is not UTF-8...), not a bare TCP reset.
     http_server.ws_factory.setProtocolOptions(failByDrop=False)
