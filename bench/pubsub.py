@@ -23,7 +23,8 @@ publisher stops and the loader waits (15 s; 120 s with a worker) for the
 rest; lost = publishes x subscribers - notifications received. CPU per
 notification is the server's (and the worker's) CPU from the start of the
 measurement until the last notification, over the notifications delivered;
-CPU per publish is the same over the publishes answered. --profile DIR
+CPU per publish is the same over the publishes answered; the loader's own
+share of the CPU used is printed beside them. --profile DIR
 records the server with py-spy during the measurement (as bench/load.py
 does) and prints its hottest functions.
 
@@ -251,6 +252,7 @@ async def measure(server, worker, publisher, subs, args, label: str) -> None:
         publish_one()
     await asyncio.sleep(1.0)
     t0, cpu0 = time.perf_counter(), server.cpu_seconds()
+    loader0 = time.process_time()
     wcpu0 = worker.cpu_seconds() if worker else 0.0
     received0, acked0 = counts["received"], counts["acked"]
     state["measuring"] = True
@@ -272,6 +274,7 @@ async def measure(server, worker, publisher, subs, args, label: str) -> None:
     delivered = max(1, counts["received"] - received0)
     answered = max(1, counts["acked"] - acked0)
     cpu = server.cpu_seconds() - cpu0
+    loader = time.process_time() - loader0
     wcpu = (worker.cpu_seconds() - wcpu0) if worker else 0.0
     lost = expected() - counts["received"]
     measured = counts["measured"]
@@ -284,6 +287,8 @@ async def measure(server, worker, publisher, subs, args, label: str) -> None:
     per += f"; per publish: server {cpu / answered * 1e3:.2f} ms"
     if worker:
         per += f" + worker {wcpu / answered * 1e3:.2f} ms"
+    # The loader shares the 2 cores: when it is the busier process, it sets the rate.
+    per += f"; loader {loader / (cpu + wcpu + loader) * 100:.0f}% of the CPU used"
     is_target = label == "embedded" and len(subs) == 100
     report(
         f"[{label}, {len(subs)} subscribers] notifications delivered/s",

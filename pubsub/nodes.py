@@ -12,13 +12,15 @@ thread hand-off.
 A published item is written behind (`Writer.submit`): it is in memory
 before the IQ result and the notifications go out, so an items request
 right after it is answered with it (from memory), and its row and the
-max_items trim it causes follow in the next batch, one upsert for the
-batch and one delete per node. A crash (kill -9) can lose the items of
-the batch committing and of the one gathering; a clean stop commits them
-(XmppServer.stop() flushes every writer). Every other change (create,
-configure, delete, purge, retract, subscriptions, affiliations) is
-answered once committed (`Writer.run`), so what a client was told of
-those survives a restart (issue 7, item 4).
+max_items trim it causes follow in a batch gathered for
+XMPP_PUBSUB_ITEMS_FLUSH_MS: one upsert for the batch and one delete per
+node, a thread hand-off for a hundred publishes instead of one for a few.
+A crash (kill -9) can lose the items of that interval and of the batch
+committing; a clean stop commits them (XmppServer.stop() flushes every
+writer). Every other change (create, configure, delete, purge, retract,
+subscriptions, affiliations) is answered once committed (`Writer.run`, which
+ends the gathering), so what a client was told of those survives a
+restart (issue 7, item 4).
 
 Item expiry (XEP-0060 §16.4.4 pubsub#item_expire) is enforced when items
 are read and by a periodic sweep (`expire_items`).
@@ -261,6 +263,10 @@ def load_services(jids: list[str], pep: bool) -> list[ServiceState]:
 # -- writes ------------------------------------------------------------------
 
 
+def items_flush_delay() -> float:
+    return settings.XMPP_PUBSUB_ITEMS_FLUSH_MS / 1000.0
+
+
 Change = tuple[Callable, tuple, asyncio.Future | None]  # fn, args, who waits
 
 
@@ -269,7 +275,9 @@ class Writer:
     per batch: `await writer.run(fn, *args)` returns fn's result once
     committed; `writer.submit(fn, *args)` queues a change nobody waits for.
 
-    A group-commit BatchedWriter (xmpp/writer.py). `_run_batch` already gives
+    A BatchedWriter (xmpp/writer.py) whose batches gather for
+    XMPP_PUBSUB_ITEMS_FLUSH_MS unless a change someone waits for is queued
+    (`at_once`): that one commits as a group commit. `_run_batch` already gives
     each change its own outcome; a batch that fails as a whole (no database)
     fails every waiting change, and is not tried again: its clients get an
     error and may retry themselves. A change nobody waits for that fails is
@@ -277,12 +285,16 @@ class Writer:
 
     def __init__(self) -> None:
         self.writer: BatchedWriter[Change] = BatchedWriter(
-            "pubsub", _commit_changes, committed=_answer_changes, on_failure=_fail_changes
+            "pubsub",
+            _commit_changes,
+            committed=_answer_changes,
+            on_failure=_fail_changes,
+            interval=items_flush_delay,
         )
 
     def run(self, fn: Callable, *args) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        self.writer.submit((fn, args, future))
+        self.writer.submit((fn, args, future), at_once=True)
         return future
 
     def submit(self, fn: Callable, *args) -> None:
