@@ -61,16 +61,19 @@ class StoredItem:
     published: float  # epoch seconds
 
 
+SUBSCRIBED = Subscription.State.SUBSCRIBED  # read per subscriber per publish: no class lookups
+
+
 @dataclass(slots=True)
 class Sub:
     jid: str
     subid: str
-    state: str = Subscription.State.SUBSCRIBED
+    state: str = SUBSCRIBED
     options: dict = field(default_factory=dict)
 
     @property
     def delivers(self) -> bool:
-        return self.state == Subscription.State.SUBSCRIBED and self.options.get("deliver", True)
+        return self.state == SUBSCRIBED and self.options.get("deliver", True)
 
 
 class NodeState:
