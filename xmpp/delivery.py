@@ -88,7 +88,7 @@ class Delivery:
     def non_negative(self, bare: JID) -> list[ClientSession]:
         """The available resources of non-negative priority: headlines
         (§8.5.2.1.1) and subscription requests (§3.1.3)."""
-        return self.sessions.non_negative(bare)
+        return [s for s in self.sessions.available(bare) if s.priority >= 0]
 
     # -- stanzas the router routes (already filtered) ----------------------
 

@@ -95,14 +95,6 @@ class SessionManager:
             return []
         return [s for s in resources.values() if s.available]
 
-    def non_negative(self, bare: JID) -> list[ClientSession]:
-        """The available resources of non-negative priority (RFC 6121
-        §8.5.2.1.1), in one pass: a pubsub fan-out asks it per subscriber."""
-        resources = self._by_bare.get(bare)
-        if not resources:
-            return []
-        return [s for s in resources.values() if s.available and s.priority >= 0]
-
     def highest_priority(self, bare: JID) -> list[ClientSession]:
         """The available resources with the highest non-negative priority
         (RFC 6121 §8.5.2.1.1); empty if there is none."""
