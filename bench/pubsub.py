@@ -1,7 +1,7 @@
 """Pubsub fan-out benchmark (issue 7, item 6): one publisher, N subscribers online.
 
     python bench/pubsub.py [--scenario embedded|redis|all] [--subscribers 100,1000]
-        [--duration 10] [--window 20] [--keep]
+        [--duration 10] [--window 20] [--keep] [--profile DIR]
 
 Method
 ------
@@ -22,7 +22,11 @@ publish -> delivery latency for every notification it receives. After a
 publisher stops and the loader waits (15 s; 120 s with a worker) for the
 rest; lost = publishes x subscribers - notifications received. CPU per
 notification is the server's (and the worker's) CPU from the start of the
-measurement until the last notification, over the notifications delivered.
+measurement until the last notification, over the notifications delivered;
+CPU per publish is the same over the publishes answered; the loader's own
+share of the CPU used is printed beside them. --profile DIR
+records the server with py-spy during the measurement (as bench/load.py
+does) and prints its hottest functions.
 
 Scenarios
 - embedded: no REDIS_URL: in-memory channel layer, eager Celery. Up to
@@ -56,6 +60,7 @@ from load import (  # noqa: E402 - bench/ is not a package
     DOMAIN,
     ROOT,
     BenchError,
+    Profiler,
     ScramKeys,
     Server,
     client_tls_context,
@@ -247,10 +252,13 @@ async def measure(server, worker, publisher, subs, args, label: str) -> None:
         publish_one()
     await asyncio.sleep(1.0)
     t0, cpu0 = time.perf_counter(), server.cpu_seconds()
+    loader0 = time.process_time()
     wcpu0 = worker.cpu_seconds() if worker else 0.0
-    received0 = counts["received"]
+    received0, acked0 = counts["received"], counts["acked"]
     state["measuring"] = True
-    await asyncio.sleep(args.duration)
+    name = f"{label}-{len(subs)}".replace(", ", "-").replace(" ", "-")
+    with Profiler(args.profile, server, name):
+        await asyncio.sleep(args.duration)
     state["measuring"] = False
     elapsed = time.perf_counter() - t0
     state["sending"] = False
@@ -264,7 +272,9 @@ async def measure(server, worker, publisher, subs, args, label: str) -> None:
     # Cost per notification: all CPU from the start of the measurement until
     # the backlog is delivered, over every notification delivered meanwhile.
     delivered = max(1, counts["received"] - received0)
+    answered = max(1, counts["acked"] - acked0)
     cpu = server.cpu_seconds() - cpu0
+    loader = time.process_time() - loader0
     wcpu = (worker.cpu_seconds() - wcpu0) if worker else 0.0
     lost = expected() - counts["received"]
     measured = counts["measured"]
@@ -274,6 +284,11 @@ async def measure(server, worker, publisher, subs, args, label: str) -> None:
     per = f"server {cpu / delivered * 1e6:.1f} us"
     if worker:
         per += f" + worker {wcpu / delivered * 1e6:.1f} us"
+    per += f"; per publish: server {cpu / answered * 1e3:.2f} ms"
+    if worker:
+        per += f" + worker {wcpu / answered * 1e3:.2f} ms"
+    # The loader shares the 2 cores: when it is the busier process, it sets the rate.
+    per += f"; loader {loader / (cpu + wcpu + loader) * 100:.0f}% of the CPU used"
     is_target = label == "embedded" and len(subs) == 100
     report(
         f"[{label}, {len(subs)} subscribers] notifications delivered/s",
@@ -315,6 +330,7 @@ def parse_args(argv=None):
     parser.add_argument("--window", type=int, default=20, help="publishes in flight")
     parser.add_argument("--concurrency", type=int, default=50, help="logins in flight")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy the server into DIR")
     return parser.parse_args(argv)
 
 

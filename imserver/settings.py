@@ -319,6 +319,9 @@ XMPP_PUBSUB_BATCH = env_int("XMPP_PUBSUB_BATCH", 500)  # recipients per channel-
 XMPP_PUBSUB_DEFAULT_MAX_ITEMS = env_int("XMPP_PUBSUB_DEFAULT_MAX_ITEMS", 10)
 XMPP_PUBSUB_MAX_ITEMS = env_int("XMPP_PUBSUB_MAX_ITEMS", 1000)  # also what "max" means
 XMPP_PUBSUB_MAX_PAYLOAD_SIZE = env_int("XMPP_PUBSUB_MAX_PAYLOAD_SIZE", 128 * 1024)
+# How long published items wait to be written together (one upsert and one
+# trim per node per batch); 0 = group commit.
+XMPP_PUBSUB_ITEMS_FLUSH_MS = env_int("XMPP_PUBSUB_ITEMS_FLUSH_MS", 100)
 # Celery: a task whose worker died is given again after this many seconds
 # (Redis broker); pubsub fan-out tasks are acked late and idempotent.
 CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -7,8 +7,20 @@ kept, so this is bounded) in one worker-thread hand-off, and then kept in
 memory. Reads (retrieving items, computing recipients, sending the last
 item) never touch the database. Every change is written through by one
 ordered writer (`Writer`), which runs queued changes in batches in one
-thread hand-off; a change's IQ result goes out once it is committed, so
-what a client was told is stored survives a restart (issue 7, item 4).
+thread hand-off.
+
+A published item is written behind (`Writer.submit`): it is in memory
+before the IQ result and the notifications go out, so an items request
+right after it is answered with it (from memory), and its row and the
+max_items trim it causes follow in a batch gathered for
+XMPP_PUBSUB_ITEMS_FLUSH_MS: one upsert for the batch and one delete per
+node, a thread hand-off for a hundred publishes instead of one for a few.
+A crash (kill -9) can lose the items of that interval and of the batch
+committing; a clean stop commits them (XmppServer.stop() flushes every
+writer). Every other change (create, configure, delete, purge, retract,
+subscriptions, affiliations) is answered once committed (`Writer.run`, which
+ends the gathering), so what a client was told of those survives a
+restart (issue 7, item 4).
 
 Item expiry (XEP-0060 §16.4.4 pubsub#item_expire) is enforced when items
 are read and by a periodic sweep (`expire_items`).
@@ -49,16 +61,19 @@ class StoredItem:
     published: float  # epoch seconds
 
 
+SUBSCRIBED = Subscription.State.SUBSCRIBED  # read per subscriber per publish: no class lookups
+
+
 @dataclass(slots=True)
 class Sub:
     jid: str
     subid: str
-    state: str = Subscription.State.SUBSCRIBED
+    state: str = SUBSCRIBED
     options: dict = field(default_factory=dict)
 
     @property
     def delivers(self) -> bool:
-        return self.state == Subscription.State.SUBSCRIBED and self.options.get("deliver", True)
+        return self.state == SUBSCRIBED and self.options.get("deliver", True)
 
 
 class NodeState:
@@ -221,6 +236,7 @@ def load_services(jids: list[str], pep: bool) -> list[ServiceState]:
     ).values_list("node_id", "jid", "subid", "state", "options"):
         by_pk[node_id].subs[jid] = Sub(jid, subid, state, options or {})
     expired: list[int] = []
+    row_of: dict[tuple[int, str], int] = {}
     now = time.time()
     for pk, node_id, item_id, payload, publisher, published in (
         Item.objects.filter(node_id__in=by_pk)
@@ -235,6 +251,13 @@ def load_services(jids: list[str], pep: bool) -> list[ServiceState]:
             continue
         element = fromstring(payload) if payload else None
         node.items[item_id] = StoredItem(item_id, element, payload, publisher, stamp)
+        row_of[(node_id, item_id)] = pk
+    # Rows past max_items (XMPP_PUBSUB_MAX_ITEMS lowered, or left by an older
+    # server's trim) go now, as the node's next publish would drop them.
+    for node in by_pk.values():
+        while len(node.items) > node.max_items():
+            item_id, _ = node.items.popitem(last=False)
+            expired.append(row_of[(node.pk, item_id)])
     if expired:
         Item.objects.filter(pk__in=expired).delete()
     return list(states.values())
@@ -243,36 +266,54 @@ def load_services(jids: list[str], pep: bool) -> list[ServiceState]:
 # -- writes ------------------------------------------------------------------
 
 
+def items_flush_delay() -> float:
+    return settings.XMPP_PUBSUB_ITEMS_FLUSH_MS / 1000.0
+
+
+Change = tuple[Callable, tuple, asyncio.Future | None]  # fn, args, who waits
+
+
 class Writer:
     """Runs queued database changes in order, in batches, in one thread hand-off
-    per batch; `await writer.run(fn, *args)` returns fn's result once committed.
+    per batch: `await writer.run(fn, *args)` returns fn's result once
+    committed; `writer.submit(fn, *args)` queues a change nobody waits for.
 
-    A group-commit BatchedWriter (xmpp/writer.py). `_run_batch` already gives
+    A BatchedWriter (xmpp/writer.py) whose batches gather for
+    XMPP_PUBSUB_ITEMS_FLUSH_MS unless a change someone waits for is queued
+    (`at_once`): that one commits as a group commit. `_run_batch` already gives
     each change its own outcome; a batch that fails as a whole (no database)
     fails every waiting change, and is not tried again: its clients get an
-    error and may retry themselves."""
+    error and may retry themselves. A change nobody waits for that fails is
+    logged (by `_run_batch`, or by the BatchedWriter for a whole batch)."""
 
     def __init__(self) -> None:
-        self.writer: BatchedWriter[tuple[Callable, tuple, asyncio.Future]] = BatchedWriter(
-            "pubsub", _commit_changes, committed=_answer_changes, on_failure=_fail_changes
+        self.writer: BatchedWriter[Change] = BatchedWriter(
+            "pubsub",
+            _commit_changes,
+            committed=_answer_changes,
+            on_failure=_fail_changes,
+            interval=items_flush_delay,
         )
 
     def run(self, fn: Callable, *args) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        self.writer.submit((fn, args, future))
+        self.writer.submit((fn, args, future), at_once=True)
         return future
+
+    def submit(self, fn: Callable, *args) -> None:
+        self.writer.submit((fn, args, None))
 
     async def flush(self) -> None:
         await self.writer.flush()
 
 
-def _commit_changes(batch: list[tuple[Callable, tuple, asyncio.Future]]) -> list:
+def _commit_changes(batch: list[Change]) -> list:
     return _run_batch([(fn, args) for fn, args, _ in batch])
 
 
-def _answer_changes(batch: list[tuple[Callable, tuple, asyncio.Future]], results: list) -> None:
+def _answer_changes(batch: list[Change], results: list) -> None:
     for (_, _, future), (ok, value) in zip(batch, results, strict=True):
-        if future.done():
+        if future is None or future.done():
             continue
         if ok:
             future.set_result(value)
@@ -280,7 +321,7 @@ def _answer_changes(batch: list[tuple[Callable, tuple, asyncio.Future]], results
             future.set_exception(value)
 
 
-def _fail_changes(batch: list[tuple[Callable, tuple, asyncio.Future]], exc: BaseException) -> None:
+def _fail_changes(batch: list[Change], exc: BaseException) -> None:
     _answer_changes(batch, [(False, exc)] * len(batch))
 
 
@@ -363,12 +404,16 @@ def db_publish(node: NodeState, item: StoredItem, evicted: list[str]) -> None:
 
 
 def db_publish_many(publishes: list[tuple[NodeState, StoredItem, list[str]]]) -> None:
-    """Store published items (one upsert for all; the last of one id wins)
-    and drop the items they pushed out of their nodes (max_items)."""
+    """Store published items and drop the items they pushed out of their
+    nodes (max_items), as memory did, in order: one upsert for the batch
+    (the last publish of an id wins) and one delete per node. An item
+    published and pushed out within the batch is not written at all."""
     rows: dict[tuple[int, str], Item] = {}
     evicted: dict[int, set[str]] = {}
     for node, item, pushed_out in publishes:
-        rows[(node.pk, item.item_id)] = Item(
+        key = (node.pk, item.item_id)
+        rows.pop(key, None)  # published again: it moves to the newest end
+        rows[key] = Item(
             node_id=node.pk,
             item_id=item.item_id,
             payload=item.payload_xml,
@@ -377,15 +422,17 @@ def db_publish_many(publishes: list[tuple[NodeState, StoredItem, list[str]]]) ->
         )
         gone = evicted.setdefault(node.pk, set())
         gone.discard(item.item_id)
-        gone.update(pushed_out)
-    Item.objects.bulk_create(
-        list(rows.values()),
-        update_conflicts=True,
-        unique_fields=["node", "item_id"],
-        update_fields=["payload", "publisher", "published"],
-    )
+        for item_id in pushed_out:
+            rows.pop((node.pk, item_id), None)
+            gone.add(item_id)
+    if rows:
+        Item.objects.bulk_create(
+            list(rows.values()),
+            update_conflicts=True,
+            unique_fields=["node", "item_id"],
+            update_fields=["payload", "publisher", "published"],
+        )
     for pk, item_ids in evicted.items():
-        item_ids -= {item_id for node_pk, item_id in rows if node_pk == pk}
         if item_ids:
             Item.objects.filter(node_id=pk, item_id__in=item_ids).delete()
 

@@ -19,6 +19,7 @@ submitting is one broker write and a `celery -A imserver worker` runs it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Iterable
@@ -50,7 +51,13 @@ class Notification:
     suffix: bytes
 
     def to(self, recipient: str) -> bytes:
-        return self.prefix + escape_attr(recipient).encode() + self.suffix
+        return self.prefix + _to_value(recipient) + self.suffix
+
+
+@functools.lru_cache(maxsize=65536)
+def _to_value(recipient: str) -> bytes:
+    """A recipient's escaped 'to' value: the same subscribers hear every publish."""
+    return escape_attr(recipient).encode()
 
 
 def notification(
@@ -123,7 +130,13 @@ def fan_out(
     """Notify the node's subscribers, and those of its collection (XEP-0248
     §6.1, one level): inline when few, else through Celery."""
     nodes = [node] if parent is None else [node, parent]
-    recipients = list(dict.fromkeys(s.jid for n in nodes for s in n.subs.values() if s.delivers))
+    if parent is None:
+        # node.subs holds one subscription per JID: nothing to deduplicate.
+        recipients = [sub.jid for sub in node.subs.values() if sub.delivers]
+    else:
+        recipients = list(
+            dict.fromkeys(s.jid for n in nodes for s in n.subs.values() if s.delivers)
+        )
     if not recipients:
         return
     if len(recipients) <= settings.XMPP_PUBSUB_INLINE_FANOUT:

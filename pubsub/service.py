@@ -19,8 +19,9 @@ Use cases and their errors, by section of XEP-0060 (1.26):
 Access models (§4.5): open, presence, roster, whitelist, authorize.
 
 State comes from memory (pubsub/nodes.py); a change is applied in memory,
-written through, and answered once committed; notifications go out through
-pubsub/notify.py (service nodes) or pubsub/pep.py (PEP nodes).
+written through, and answered once committed, except a published item,
+which is written behind its result and notifications; notifications go out
+through pubsub/notify.py (service nodes) or pubsub/pep.py (PEP nodes).
 """
 
 from __future__ import annotations
@@ -684,7 +685,10 @@ async def publish(ctx: Context, el: Element, options_el: Element | None) -> Elem
     while len(node.items) > keep:
         evicted.append(node.items.popitem(last=False)[0])
     if node.persistent:
-        await _write(db_publish, node, item, evicted)
+        # Written behind: the item is in memory already, so the result, the
+        # notifications and any items request (§6.5) after it need not wait
+        # for the database (pubsub/nodes.py).
+        store.writer.submit(db_publish, node, item, evicted)
     if node.config.get("deliver_notifications", True):
         event = items_event(name, [item], bool(node.config.get("deliver_payloads", True)))
         _notify(ctx, node, event)

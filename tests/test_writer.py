@@ -109,6 +109,41 @@ def test_an_interval_gathers_writes_and_flush_cuts_it_short():
     asyncio.run(scenario())
 
 
+def test_a_write_submitted_at_once_ends_the_interval_for_its_batch():
+    """Writes nobody waits for gather for the interval; one someone waits for
+    commits at once, with those before it, in order; after it the interval
+    applies again."""
+
+    async def scenario():
+        sink = Sink()
+        writer = BatchedWriter("at-once", sink, interval=30.0)
+        writer.submit("behind-1")
+        writer.submit("behind-2")
+        await asyncio.sleep(0.05)
+        assert sink.batches == []  # gathering
+        writer.submit("awaited", at_once=True)
+        await until(lambda: sink.batches)
+        assert sink.batches == [["behind-1", "behind-2", "awaited"]]
+        writer.submit("behind-3")
+        await asyncio.sleep(0.05)
+        assert sink.batches == [["behind-1", "behind-2", "awaited"]]  # gathering again
+        await asyncio.wait_for(writer.flush(), 2.0)
+        assert sink.batches[-1] == ["behind-3"]
+
+    asyncio.run(scenario())
+
+
+def test_a_write_submitted_at_once_first_does_not_wait_for_the_interval():
+    async def scenario():
+        sink = Sink()
+        writer = BatchedWriter("at-once-first", sink, interval=30.0)
+        writer.submit("awaited", at_once=True)
+        await until(lambda: sink.batches, timeout=2.0)
+        assert sink.batches == [["awaited"]]
+
+    asyncio.run(scenario())
+
+
 def test_flush_all_commits_every_writer():
     async def scenario():
         first, second = Sink(), Sink()

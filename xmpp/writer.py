@@ -13,7 +13,8 @@ writes costs a few transactions, not one per stanza. What it guarantees:
   while a batch commits form the next batch, with no timer in between. A
   crash loses at most the batch being committed and the one gathering. With
   an `interval`, the first write of a batch waits that long for company,
-  which a crash can lose too.
+  which a crash can lose too; a write submitted `at_once` (someone waits
+  for it) ends that wait, so its batch commits as a group commit would.
 - Shutdown: `flush()` (and `flush_all()`, which XmppServer.stop() awaits
   within its grace period) cuts any interval short and returns once every
   write submitted so far is committed or given up.
@@ -96,6 +97,11 @@ class BatchedWriter(Generic[T]):
         self._wake: asyncio.Event | None = None
         self._hurry = 0  # flush() calls waiting: no interval wait meanwhile
         self._committing = 0  # writes in the batch being committed
+        # Writes submitted and taken into batches, counted, and the count at
+        # the last `at_once` write: no interval wait until it is taken.
+        self._submitted = 0
+        self._taken = 0
+        self._at_once_until = 0
         # Metrics (stats()).
         self.batches = 0
         self.failed = 0
@@ -106,13 +112,18 @@ class BatchedWriter(Generic[T]):
 
     # -- submitting ----------------------------------------------------------
 
-    def submit(self, write: T) -> None:
-        """Queue `write`; it is committed after every write submitted before it."""
+    def submit(self, write: T, *, at_once: bool = False) -> None:
+        """Queue `write`; it is committed after every write submitted before it.
+        `at_once`: someone waits for it, so it (with the writes before it)
+        does not wait out the interval."""
         self._queue.append(write)
+        self._submitted += 1
+        if at_once:
+            self._at_once_until = self._submitted
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
-        elif len(self._queue) >= self.max_batch and self._wake is not None:
-            self._wake.set()  # a full batch need not wait out the interval
+        elif (at_once or len(self._queue) >= self.max_batch) and self._wake is not None:
+            self._wake.set()  # a full or awaited batch need not wait out the interval
 
     async def flush(self) -> None:
         """Return once every write submitted so far is committed (or dropped)."""
@@ -164,6 +175,8 @@ class BatchedWriter(Generic[T]):
         interval = self._interval() if callable(self._interval) else self._interval
         if interval <= 0 or self._hurry or len(self._queue) >= self.max_batch:
             return
+        if self._at_once_until > self._taken:
+            return
         self._wake = asyncio.Event()
         try:
             await asyncio.wait_for(self._wake.wait(), interval)
@@ -179,6 +192,7 @@ class BatchedWriter(Generic[T]):
             if kind is not None and kind(queue[0]) != first:
                 break
             batch.append(queue.popleft())
+        self._taken += len(batch)
         return batch
 
     async def _commit_batch(self, batch: list[T]) -> None:
