@@ -45,6 +45,7 @@ from django.db.models import Count
 
 from .models import OfflineMessage
 from .plugins import IqRequest, plugins
+from .prepared import PreparedQuery
 from .protocol.errors import StanzaError, StreamError
 from .protocol.jid import JID, InvalidJID
 from .protocol.parser import StreamParser
@@ -352,18 +353,26 @@ def _store_rows(entries: list[tuple[str, str, str, datetime.datetime]], quota: i
     return stored
 
 
+# Read at every initial presence (xmpp/prepared.py): one account's messages,
+# oldest first. One statement per account of a batch rather than one IN
+# query for all: a batch is a handful of logins, and compiling a new IN
+# query each time cost more than the reads.
+_ACCOUNT_MESSAGES = PreparedQuery(
+    lambda username: (
+        OfflineMessage.objects.filter(user__username=username)
+        .order_by("id")
+        .values_list("id", "stanza")
+    )
+)
+
+
 def _load_rows(names: set[str]) -> dict[str, list[tuple[int, str]]]:
     """The stored messages of these accounts, oldest first, by account name."""
     found: dict[str, list[tuple[int, str]]] = {}
-    ordered = sorted(names)
-    for start in range(0, len(ordered), LOOKUP_CHUNK):
-        rows = (
-            OfflineMessage.objects.filter(user__username__in=ordered[start : start + LOOKUP_CHUNK])
-            .order_by("id")
-            .values_list("user__username", "id", "stanza")
-        )
-        for username, row_id, text in rows:
-            found.setdefault(username, []).append((row_id, text))
+    for name in names:
+        rows = _ACCOUNT_MESSAGES.rows(name)
+        if rows:
+            found[name] = rows
     return found
 
 
