@@ -10,6 +10,7 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
+from .orm_thread import orm_thread
 from .passwords import scram_credentials
 from .prepared import PreparedQuery
 from .protocol.scram import ScramCredentials
@@ -30,7 +31,7 @@ class CredentialStore:
         self, username: str, hash_name: str
     ) -> tuple[int | None, ScramCredentials | None]:
         """(user id, stored SCRAM keys) of an active account, or (None, None)."""
-        rows = await sync_to_async(_CREDENTIALS.rows)(username)
+        rows = await orm_thread.call(_CREDENTIALS.rows, username)
         if not rows:
             return None, None
         user_id, encoded = rows[0]

@@ -29,6 +29,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections, router, transaction
 
 from .models import LastActivity
+from .orm_thread import orm_thread
 from .plugins import IqRequest, plugins
 from .protocol.errors import StanzaError
 from .protocol.jid import JID
@@ -127,11 +128,17 @@ class LogoutWriter:
 
     def __init__(self) -> None:
         self.writer: BatchedWriter[tuple[str, datetime.datetime, str]] = BatchedWriter(
-            "logout", _store_logouts, retry=True
+            "logout", _commit_logouts, retry=True
         )
 
     def record(self, server, username: str, when: datetime.datetime, status: str) -> None:
         self.writer.submit((username, when, status))
+
+
+async def _commit_logouts(records: list[tuple[str, datetime.datetime, str]]) -> None:
+    # Through orm_thread, so that a batch shares its hop to the sync thread
+    # with the logins' look-ups (xmpp/orm_thread.py).
+    await orm_thread.call(_store_logouts, records)
 
 
 def _store_logouts(records: list[tuple[str, datetime.datetime, str]]) -> None:

@@ -44,6 +44,7 @@ from django.db import transaction
 from django.db.models import Count
 
 from .models import OfflineMessage
+from .orm_thread import orm_thread
 from .plugins import IqRequest, plugins
 from .prepared import PreparedQuery
 from .protocol.errors import StanzaError, StreamError
@@ -197,8 +198,8 @@ class StoreJob:
         writer then tries once more, and bounces the batch if that fails too
         (`bounce_unstored`)."""
         entries = [(job.local, job.stanza.get("from", ""), job.text, job.when) for job in jobs]
-        outcomes = await sync_to_async(_store_unless_blocked)(
-            jobs, entries, settings.XMPP_OFFLINE_QUOTA
+        outcomes = await orm_thread.call(
+            _store_unless_blocked, jobs, entries, settings.XMPP_OFFLINE_QUOTA
         )
         for job, outcome in zip(jobs, outcomes, strict=True):
             if outcome != STORED:
@@ -220,7 +221,7 @@ class DeliverJob:
             live = [job for job in jobs if _wants_flood(job.session)]
             if not live:
                 return
-            stored = await sync_to_async(_load_rows)({job.session.jid.local for job in live})
+            stored = await orm_thread.call(_load_rows, {job.session.jid.local for job in live})
             delivered: list[int] = []
             for job in live:
                 session = job.session
@@ -232,7 +233,7 @@ class DeliverJob:
                         session.deliver_before_held(message)
                     delivered.append(row_id)
             if delivered:
-                await sync_to_async(_delete_rows)(delivered)
+                await orm_thread.call(_delete_rows, delivered)
         except Exception:
             # Messages already delivered must not be delivered twice, so this
             # batch is not retried: the messages stay stored for the next login.
@@ -315,7 +316,7 @@ class OfflineQueue:
 offline_queue = OfflineQueue()
 
 
-# -- the database, called through sync_to_async ---------------------------------
+# -- the database, called through orm_thread or sync_to_async -------------------
 
 
 def _store_rows(entries: list[tuple[str, str, str, datetime.datetime]], quota: int) -> list[bool]:
