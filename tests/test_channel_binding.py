@@ -190,6 +190,34 @@ def test_tls_unique_of_a_resumed_tls_1_2_session_logs_in(xmpp_server):
         stream.close()
 
 
+@pytest.mark.parametrize("direct_tls", [False, True], ids=["starttls", "direct-tls"])
+def test_a_tls_1_3_session_resumes_from_the_servers_ticket(xmpp_server, direct_tls):
+    """The server sends a TLS 1.3 session ticket (RFC 8446 §4.6.1) with its first
+    answer after the handshake; a later connection resumes with it and logs in."""
+    context = tls_context(TLS_1_3)
+    first = RawStream(xmpp_server, direct_tls=direct_tls, tls_context=context)
+    first.open() if direct_tls else first.starttls()
+    session = first.sock.session
+    first.close()
+    assert session is not None and session.has_ticket
+    stream = RawStream(xmpp_server)
+    try:
+        stream.open()
+        stream.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        stream.read_until(b"<proceed")
+        stream.sock = context.wrap_socket(
+            stream.sock, server_hostname=xmpp_server.domain, session=session
+        )
+        stream.open()
+        assert stream.sock.session_reused
+        client = ScramPlusClient(
+            "SHA-256", "alice", PASSWORD, b"p=tls-server-end-point,,", tls_server_end_point(stream)
+        )
+        assert_logged_in(stream, client, scram_exchange(stream, "SCRAM-SHA-256-PLUS", client))
+    finally:
+        stream.close()
+
+
 @pytest.mark.parametrize("version", [TLS_1_2, TLS_1_3], ids=["tls1.2", "tls1.3"])
 @pytest.mark.parametrize("hash_name", HASHES)
 def test_scram_plus_with_tls_server_end_point_logs_in(xmpp_server, hash_name, version):

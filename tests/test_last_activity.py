@@ -4,11 +4,15 @@ logged out, told only to the user and to contacts it shares presence with."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from xml.etree import ElementTree as ET
 
 import pytest
 from slixmpp.exceptions import IqError
+
+from xmpp.last_activity import _store_logouts
+from xmpp.models import LastActivity, User
 
 from .clients import connect, disconnect
 from .conftest import PASSWORD
@@ -203,3 +207,29 @@ def test_answer_carries_the_last_unavailable_status(xmpp_server, accounts):
 
     query = asyncio.run(scenario())
     assert query.text == "Heading Home"
+
+
+# -- the logout records, as the logout writer stores a batch ---------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_logouts_keeps_each_accounts_last_and_updates_older_records():
+    """One record per account: the last of the batch wins, an earlier record is
+    replaced, and an account that was removed meanwhile drops out (XEP-0012 §3)."""
+    juliet = User.objects.create(username="store-juliet")
+    romeo = User.objects.create(username="store-romeo")
+    then = datetime.datetime(2026, 12, 1, 8, 0, tzinfo=datetime.UTC)
+    LastActivity.objects.create(user=romeo, logout=then, status="old")
+    first, last = then + datetime.timedelta(hours=1), then + datetime.timedelta(hours=2)
+
+    _store_logouts(
+        [
+            ("store-juliet", first, "away"),
+            ("store-romeo", first, "bye"),
+            ("store-removed", first, "gone"),
+            ("store-juliet", last, "asleep"),
+        ]
+    )
+
+    stored = {a.user_id: (a.logout, a.status) for a in LastActivity.objects.all()}
+    assert stored == {juliet.id: (last, "asleep"), romeo.id: (first, "bye")}

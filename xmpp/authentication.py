@@ -10,8 +10,20 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
+from .orm_thread import orm_thread
 from .passwords import scram_credentials
+from .prepared import PreparedQuery
 from .protocol.scram import ScramCredentials
+
+# The one read of a SCRAM login (xmpp/prepared.py): the user id and the
+# stored keys, from the active account's row (username is unique).
+_CREDENTIALS = PreparedQuery(
+    lambda username: (
+        get_user_model()
+        .objects.filter(username=username, is_active=True)
+        .values_list("id", "password")
+    )
+)
 
 
 class CredentialStore:
@@ -19,15 +31,11 @@ class CredentialStore:
         self, username: str, hash_name: str
     ) -> tuple[int | None, ScramCredentials | None]:
         """(user id, stored SCRAM keys) of an active account, or (None, None)."""
-        row = (
-            await get_user_model()
-            .objects.filter(username=username, is_active=True)
-            .values_list("id", "password")
-            .afirst()
-        )
-        if row is None:
+        rows = await orm_thread.call(_CREDENTIALS.rows, username)
+        if not rows:
             return None, None
-        return row[0], scram_credentials(row[1], hash_name)
+        user_id, encoded = rows[0]
+        return user_id, scram_credentials(encoded, hash_name)
 
     async def check_password(self, username: str, password: str) -> int | None:
         """The user id if `password` is the account's, else None."""

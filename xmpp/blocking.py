@@ -45,6 +45,7 @@ from django.contrib.auth import get_user_model
 
 from .models import BlockedJid
 from .plugins import ANSWERED, IqRequest, RecipientTest, plugins
+from .prepared import PreparedQuery
 from .protocol.errors import StanzaError, error_reply
 from .protocol.jid import JID, InvalidJID
 
@@ -169,10 +170,16 @@ def _is_server(jid: JID, domain: str | None = None) -> bool:
 # -- loading at bind -------------------------------------------------------------
 
 
+# Read at every login (xmpp/prepared.py).
+_BLOCKED_JIDS = PreparedQuery(
+    lambda user_id: BlockedJid.objects.filter(user_id=user_id).values_list("jid")
+)
+
+
 @plugins.account_loader
 def load_on_bind(account: AccountState, user_id: int) -> None:
     """Load the list into the account's state once, for all its resources."""
-    for text in BlockedJid.objects.filter(user_id=user_id).values_list("jid", flat=True):
+    for (text,) in _BLOCKED_JIDS.rows(user_id):
         try:
             account.blocked.add(JID.parse(text))
         except InvalidJID:

@@ -24,10 +24,10 @@ import secrets
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, SubElement
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
 from .bound_session import BoundSession
+from .orm_thread import orm_thread
 from .plugins import IqRequest
 from .protocol.errors import StanzaError, StreamError, error_reply
 from .protocol.jid import JID, InvalidJID, nodeprep, resourceprep
@@ -394,7 +394,7 @@ class ClientStream(XmlStream):
         account = session.account
         if not account.loaded and registry.account_loaders:
             account.user_id = self.user_id
-            await sync_to_async(_load_account)(account, registry.account_loaders)
+            await orm_thread.call(_load_account, account, registry.account_loaders)
             account.loaded = True
         await _run_hooks(registry.session_bound_hooks, session)
         if self._closing:

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element
 
 from django.contrib.auth import get_user_model
+from django.db import connections, router, transaction
 
 from .models import LastActivity
+from .orm_thread import orm_thread
 from .plugins import IqRequest, plugins
 from .protocol.errors import StanzaError
 from .protocol.jid import JID
@@ -126,22 +128,51 @@ class LogoutWriter:
 
     def __init__(self) -> None:
         self.writer: BatchedWriter[tuple[str, datetime.datetime, str]] = BatchedWriter(
-            "logout", _store_logouts, retry=True
+            "logout", _commit_logouts, retry=True
         )
 
     def record(self, server, username: str, when: datetime.datetime, status: str) -> None:
         self.writer.submit((username, when, status))
 
 
+async def _commit_logouts(records: list[tuple[str, datetime.datetime, str]]) -> None:
+    # Through orm_thread, so that a batch shares its hop to the sync thread
+    # with the logins' look-ups (xmpp/orm_thread.py).
+    await orm_thread.call(_store_logouts, records)
+
+
 def _store_logouts(records: list[tuple[str, datetime.datetime, str]]) -> None:
+    """One upsert per account of the batch, its last logout winning, in one
+    transaction. Accounts removed meanwhile (XEP-0077 cancellation) simply
+    drop out: the row is inserted from the account's, if there is one.
+
+    Written in SQL rather than as bulk_create(update_conflicts=True) after a
+    look-up of the user ids: the statement is the same for every batch, so
+    nothing is compiled per logout, and the look-up goes into it."""
     batch = {username: (when, status) for username, when, status in records}
-    users = get_user_model().objects.filter(username__in=list(batch)).values_list("username", "pk")
-    # Accounts removed meanwhile (XEP-0077 cancellation) simply drop out.
-    rows = [
-        LastActivity(user_id=pk, logout=batch[name][0], status=batch[name][1]) for name, pk in users
-    ]
-    LastActivity.objects.bulk_create(
-        rows, update_conflicts=True, unique_fields=["user"], update_fields=["logout", "status"]
+    connection = connections[router.db_for_write(LastActivity)]
+    when_value = connection.ops.adapt_datetimefield_value
+    params = [(when_value(when), status, name) for name, (when, status) in batch.items()]
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.executemany(_logout_upsert(connection), params)
+
+
+def _logout_upsert(connection) -> str:
+    """INSERT ... SELECT ... ON CONFLICT DO UPDATE, which SQLite (3.24+) and
+    PostgreSQL both take; the SELECT's WHERE keeps SQLite from reading ON
+    CONFLICT as a join's ON (sqlite.org/lang_upsert.html, "Parsing Ambiguity")."""
+    quote = connection.ops.quote_name
+    users = get_user_model()._meta
+    table = quote(LastActivity._meta.db_table)
+    user, logout, status = (
+        quote(LastActivity._meta.get_field(name).column) for name in ("user", "logout", "status")
+    )
+    return (
+        f"INSERT INTO {table} ({user}, {logout}, {status}) "
+        f"SELECT {quote(users.pk.column)}, %s, %s FROM {quote(users.db_table)} "
+        f"WHERE {quote(users.get_field('username').column)} = %s "
+        f"ON CONFLICT ({user}) DO UPDATE SET {logout} = excluded.{logout}, "
+        f"{status} = excluded.{status}"
     )
 
 

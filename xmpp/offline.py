@@ -44,7 +44,9 @@ from django.db import transaction
 from django.db.models import Count
 
 from .models import OfflineMessage
+from .orm_thread import orm_thread
 from .plugins import IqRequest, plugins
+from .prepared import PreparedQuery
 from .protocol.errors import StanzaError, StreamError
 from .protocol.jid import JID, InvalidJID
 from .protocol.parser import StreamParser
@@ -196,8 +198,8 @@ class StoreJob:
         writer then tries once more, and bounces the batch if that fails too
         (`bounce_unstored`)."""
         entries = [(job.local, job.stanza.get("from", ""), job.text, job.when) for job in jobs]
-        outcomes = await sync_to_async(_store_unless_blocked)(
-            jobs, entries, settings.XMPP_OFFLINE_QUOTA
+        outcomes = await orm_thread.call(
+            _store_unless_blocked, jobs, entries, settings.XMPP_OFFLINE_QUOTA
         )
         for job, outcome in zip(jobs, outcomes, strict=True):
             if outcome != STORED:
@@ -219,7 +221,7 @@ class DeliverJob:
             live = [job for job in jobs if _wants_flood(job.session)]
             if not live:
                 return
-            stored = await sync_to_async(_load_rows)({job.session.jid.local for job in live})
+            stored = await orm_thread.call(_load_rows, {job.session.jid.local for job in live})
             delivered: list[int] = []
             for job in live:
                 session = job.session
@@ -232,7 +234,7 @@ class DeliverJob:
                         delivery.to_session(session, message, before_held=True)
                     delivered.append(row_id)
             if delivered:
-                await sync_to_async(_delete_rows)(delivered)
+                await orm_thread.call(_delete_rows, delivered)
         except Exception:
             # Messages already delivered must not be delivered twice, so this
             # batch is not retried: the messages stay stored for the next login.
@@ -315,7 +317,7 @@ class OfflineQueue:
 offline_queue = OfflineQueue()
 
 
-# -- the database, called through sync_to_async ---------------------------------
+# -- the database, called through orm_thread or sync_to_async -------------------
 
 
 def _store_rows(entries: list[tuple[str, str, str, datetime.datetime]], quota: int) -> list[bool]:
@@ -353,18 +355,26 @@ def _store_rows(entries: list[tuple[str, str, str, datetime.datetime]], quota: i
     return stored
 
 
+# Read at every initial presence (xmpp/prepared.py): one account's messages,
+# oldest first. One statement per account of a batch rather than one IN
+# query for all: a batch is a handful of logins, and compiling a new IN
+# query each time cost more than the reads.
+_ACCOUNT_MESSAGES = PreparedQuery(
+    lambda username: (
+        OfflineMessage.objects.filter(user__username=username)
+        .order_by("id")
+        .values_list("id", "stanza")
+    )
+)
+
+
 def _load_rows(names: set[str]) -> dict[str, list[tuple[int, str]]]:
     """The stored messages of these accounts, oldest first, by account name."""
     found: dict[str, list[tuple[int, str]]] = {}
-    ordered = sorted(names)
-    for start in range(0, len(ordered), LOOKUP_CHUNK):
-        rows = (
-            OfflineMessage.objects.filter(user__username__in=ordered[start : start + LOOKUP_CHUNK])
-            .order_by("id")
-            .values_list("user__username", "id", "stanza")
-        )
-        for username, row_id, text in rows:
-            found.setdefault(username, []).append((row_id, text))
+    for name in names:
+        rows = _ACCOUNT_MESSAGES.rows(name)
+        if rows:
+            found[name] = rows
     return found
 
 

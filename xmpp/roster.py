@@ -27,6 +27,7 @@ from django.db.models import Max
 
 from .models import RosterItem, SharedGroup
 from .plugins import ANSWERED, IqRequest, NotAFeature, plugins
+from .prepared import PreparedQuery
 from .protocol.errors import StanzaError
 from .protocol.jid import JID, InvalidJID
 from .subscriptions import BOTH, NONE, RECEIVES_PRESENCE, SENDS_PRESENCE, SubState
@@ -168,12 +169,24 @@ ROW_FIELDS = (
 )
 
 
+# The reads of every login (xmpp/prepared.py): the account's own items, and
+# its shared groups with their members.
+_ROSTER_ROWS = PreparedQuery(
+    lambda user_id: RosterItem.objects.filter(user_id=user_id).values_list(*ROW_FIELDS)
+)
+_SHARED_GROUP_MEMBERS = PreparedQuery(
+    lambda user_id: SharedGroup.members.through.objects.filter(
+        sharedgroup__members__id=user_id
+    ).values_list("sharedgroup_id", "sharedgroup__name", "user_id", "user__username")
+)
+
+
 def load_roster(owner: JID, user_id: int) -> Roster:
     """The roster of an account, with its shared groups (sync ORM: run it in a
     worker thread, as an account loader does)."""
     contacts: dict[JID, Contact] = {}
     version = 0
-    for row in RosterItem.objects.filter(user_id=user_id).values_list(*ROW_FIELDS):
+    for row in _ROSTER_ROWS.rows(user_id):
         (
             jid,
             name,
@@ -211,10 +224,7 @@ def load_roster(owner: JID, user_id: int) -> Roster:
 def _merge_shared_groups(roster: Roster, user_id: int) -> None:
     names: list[str] = []
     domain = roster.owner.domain
-    memberships = SharedGroup.members.through.objects.filter(
-        sharedgroup__members__id=user_id
-    ).values_list("sharedgroup_id", "sharedgroup__name", "user_id", "user__username")
-    for group_id, group_name, member_id, username in memberships:
+    for group_id, group_name, member_id, username in _SHARED_GROUP_MEMBERS.rows(user_id):
         names.append(f"{group_id}:{group_name}")
         if member_id == user_id:
             continue

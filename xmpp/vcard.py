@@ -35,6 +35,7 @@ from django.contrib.auth import get_user_model
 
 from .models import VCard
 from .plugins import IqRequest, plugins
+from .prepared import PreparedQuery
 from .protocol.errors import StanzaError
 from .protocol.xml import serialize
 
@@ -117,12 +118,18 @@ def photo_hash(vcard_el: Element) -> str:
     return hashlib.sha1(image, usedforsecurity=False).hexdigest() if image else ""
 
 
+# Read at every login (xmpp/prepared.py); at most one row (the vCard's key is the user).
+_PHOTO_HASH = PreparedQuery(
+    lambda user_id: VCard.objects.filter(user_id=user_id).values_list("photo_hash")
+)
+
+
 @plugins.account_loader
 def load_photo_hash(account: AccountState, user_id: int) -> None:
-    """Cache the account's photo hash for its presence, once for all its resources."""
-    account.data[PHOTO_HASH_KEY] = (
-        VCard.objects.filter(user_id=user_id).values_list("photo_hash", flat=True).first()
-    )
+    """Cache the account's photo hash for its presence, once for all its resources
+    (None: the account has no vCard)."""
+    rows = _PHOTO_HASH.rows(user_id)
+    account.data[PHOTO_HASH_KEY] = rows[0][0] if rows else None
 
 
 def add_photo_hash(session: BoundSession, presence: Element) -> None:

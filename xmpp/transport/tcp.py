@@ -44,6 +44,7 @@ class TcpTransport(asyncio.BufferedProtocol):
         "_incoming",
         "_outgoing",
         "_handshaking",
+        "_tls_1_3",
         "_direct_tls",
         "_closed",
         "_out",
@@ -62,6 +63,12 @@ class TcpTransport(asyncio.BufferedProtocol):
         self._incoming: ssl.MemoryBIO | None = None
         self._outgoing: ssl.MemoryBIO | None = None
         self._handshaking = False
+        # Once the handshake is done over TLS 1.3, what TLS itself has to send
+        # (our session ticket, RFC 8446 §4.6.1; a KeyUpdate, §4.6.3) is waited
+        # for by no one: it goes out with our next data, in the same send. The
+        # client speaks first after the handshake (RFC 6120 §4.2, §5.4.3.3),
+        # so the ticket goes with our stream header: one send a login less.
+        self._tls_1_3 = False
         self._direct_tls = direct_tls
         self._closed = False
         self._out: list[bytes] | None = None
@@ -85,11 +92,11 @@ class TcpTransport(asyncio.BufferedProtocol):
         return _shared_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(_shared_view[:nbytes])
         if self._tls is None:
-            self.stream.data_received(data)
+            self.stream.data_received(bytes(_shared_view[:nbytes]))
         else:
-            self._tls_data_received(data)
+            # The BIO copies what it is given: no bytes object in between.
+            self._tls_data_received(_shared_view[:nbytes])
 
     def eof_received(self) -> bool:
         return False
@@ -156,15 +163,20 @@ class TcpTransport(asyncio.BufferedProtocol):
         """Close after what is written has been sent (TLS close_notify included)."""
         if self._closed:
             return
-        self.flush()
-        self._closed = True
-        if self._tls is not None and not self._handshaking:
+        if self._tls is None or self._handshaking:
+            self.flush()
+        else:
+            # What is queued and the close_notify in one send.
+            out, self._out = self._out, None
             try:
+                if out:
+                    self._tls.write(b"".join(out))
                 self._tls.unwrap()
             except ssl.SSLError:
                 pass
             if self._outgoing.pending:
                 self.transport.write(self._outgoing.read())
+        self._closed = True
         self.transport.close()
 
     def abort(self) -> None:
@@ -182,11 +194,12 @@ class TcpTransport(asyncio.BufferedProtocol):
 
     # -- TLS over memory BIOs -----------------------------------------------
 
-    def _tls_data_received(self, data: bytes) -> None:
-        self._incoming.write(data)
+    def _tls_data_received(self, data: bytes | memoryview) -> None:
+        tls, incoming = self._tls, self._incoming
+        incoming.write(data)
         if self._handshaking:
             try:
-                self._tls.do_handshake()
+                tls.do_handshake()
             except ssl.SSLWantReadError:
                 self._flush_tls()
                 return
@@ -197,21 +210,31 @@ class TcpTransport(asyncio.BufferedProtocol):
                 return
             self._handshaking = False
             self.secure = True
-            self._flush_tls()
+            self._tls_1_3 = tls.version() == "TLSv1.3"
+            if not self._tls_1_3:
+                self._flush_tls()  # TLS 1.2: our Finished, which the client waits for
+            if not incoming.pending:
+                return
         chunks = []
         try:
+            # Until the records received are used up, rather than until
+            # read() raises SSLWantReadError: an exception costs more than
+            # decrypting the record.
             while True:
-                chunk = self._tls.read(READ_SIZE)
+                chunk = tls.read(READ_SIZE)
                 if not chunk:
                     break  # close_notify from the peer
                 chunks.append(chunk)
+                if not incoming.pending and not tls.pending():
+                    break
         except ssl.SSLWantReadError:
-            pass
+            pass  # the rest of a record is on its way
         except ssl.SSLError as exc:
             log.debug("TLS error from %s: %s", self.peer, exc)
             self.abort()
             return
-        self._flush_tls()
+        if not self._tls_1_3:
+            self._flush_tls()
         if chunks and self.stream is not None:
             self.stream.data_received(b"".join(chunks) if len(chunks) > 1 else chunks[0])
 
