@@ -13,10 +13,11 @@ the shaping budgets (xmpp/shaping.py) and the pump that pauses and replays:
                                           the rest in order
 
 Most events are handled synchronously. A step that needs I/O (the credential
-lookup of SASL) returns an awaitable; it runs as a task while the transport's
-reading is paused, and the events that arrived meanwhile are replayed in
-order afterwards, so no stanza is lost or reordered and no task lives per
-idle stream.
+lookup of SASL) returns an awaitable; it runs as a task while the stream
+holds whatever arrives meanwhile (and the transport's reading is paused as
+soon as anything does), and the held events are replayed in order
+afterwards, so no stanza is lost or reordered and no task lives per idle
+stream.
 
 What a stream carries is its subclass's: `jabber:client` (xmpp/c2s.py) now;
 `jabber:server` and `jabber:component:accept` streams are further
@@ -68,6 +69,7 @@ class XmlStream:
         "_closing",
         "_ended",
         "_pending",
+        "_paused",
         "_restart",
         "_shaper",
         "_resume_timer",
@@ -88,6 +90,7 @@ class XmlStream:
         self._closing = False
         self._ended = False
         self._pending: list | None = None
+        self._paused = False  # the transport's reading is paused
         self._restart = False
         self._shaper = StreamShaper(server.limits, time.monotonic())
         self._resume_timer: asyncio.TimerHandle | None = None
@@ -147,7 +150,10 @@ class XmlStream:
             self.stream_error(exc)
             return
         if self._pending is not None:
+            # Events behind a hold or an I/O step wait, in order; the
+            # transport stops reading until they are handled.
             self._pending.extend(events)
+            self._pause()
             return
         if events:
             self._process(events, now)
@@ -182,8 +188,12 @@ class XmlStream:
                 self._restart = False
                 return
             if pending_work is not None:
+                # Reading pauses only if more arrives meanwhile (data_received):
+                # a client that waits for the answer, as every client does at
+                # each login step, costs no pause and resume.
                 self._pending = list(events[index + 1 :])
-                self.transport.pause_reading()
+                if self._pending:
+                    self._pause()
                 self.server.spawn(self._complete(pending_work))
                 return
 
@@ -210,7 +220,7 @@ class XmlStream:
         """Stop reading for `delay` seconds (shaping, xmpp/shaping.py): the
         client's TCP window fills and it slows down; nothing is refused."""
         self._pending = list(events)
-        self.transport.pause_reading()
+        self._pause()
         self._resume_timer = asyncio.get_running_loop().call_later(delay, self._release)
 
     def _release(self) -> None:
@@ -223,10 +233,11 @@ class XmlStream:
         stanza_waiting = self.shaped() and bool(pending) and isinstance(pending[0], Element)
         delay = self._shaper.pause(limits, time.monotonic(), stanza_waiting)
         if delay:
+            self._pause()
             self._resume_timer = asyncio.get_running_loop().call_later(delay, self._release)
             return
         self._pending = None
-        self.transport.resume_reading()
+        self._resume()
         if pending:
             self._process(pending)
 
@@ -244,6 +255,16 @@ class XmlStream:
         if self._closing:
             return
         self._release()
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()
 
     def _drain_held(self) -> None:
         """Handle, unshaped, what a shaping hold keeps: it was taken from the
@@ -311,7 +332,7 @@ class XmlStream:
         if self._closing:
             return
         self._drain_held()
-        self.transport.resume_reading()  # for the peer's </stream:stream>
+        self._resume()  # for the peer's </stream:stream>
         self._closing = True
         if not self._header_sent:
             self._send_header(None)
