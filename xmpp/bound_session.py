@@ -120,8 +120,9 @@ class BoundSession:
         return self._last_presence
 
     @property
-    def directed(self) -> frozenset[JID] | set[JID] | None:
-        """Who got directed presence from it (§4.6.3), to tell when it goes."""
+    def directed(self) -> set[JID] | None:
+        """Who got directed presence from it (§4.6.3), to tell when it goes;
+        read it, change it through add_directed/remove_directed/take_directed."""
         return self._directed
 
     def became_available(self, priority: int) -> bool:
