@@ -110,6 +110,7 @@ class RawStream:
             sock = self.tls_context.wrap_socket(sock, server_hostname=server.domain)
         self.sock = sock
         self.buffer = b""
+        self.features = b""
 
     def send(self, data: bytes | str) -> None:
         self.sock.sendall(data.encode() if isinstance(data, str) else data)
@@ -168,16 +169,25 @@ class RawStream:
 
 
 def raw_login(
-    server: RunningServer, user: str, resource: str = "raw", password: str = PASSWORD
+    server: RunningServer,
+    user: str,
+    resource: str = "raw",
+    password: str = PASSWORD,
+    *,
+    bind: bool = True,
 ) -> RawStream:
     """A RawStream logged in as user/resource: STARTTLS, SASL PLAIN (RFC 4616),
-    the stream restart and resource binding (RFC 6120 §7)."""
+    the stream restart and resource binding (RFC 6120 §7); `bind=False` stops
+    after the restart (XEP-0198's <resume/> comes there). The features after
+    the restart are kept in `stream.features`."""
     stream = RawStream(server)
     stream.starttls()
     token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
     stream.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
     stream.read_until("<success[^>]*(/>|>[^<]*</success>)")
-    stream.open()
+    stream.features = stream.open()
+    if not bind:
+        return stream
     stream.send(
         "<iq type='set' id='raw-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
         f"<resource>{resource}</resource></bind></iq>"

@@ -49,8 +49,11 @@ class WsStream:
         self.send(f"<open xmlns='{NS_FRAMING}' to='{self.server.domain}' version='1.0'/>")
         return self.recv_until("<stream:features")
 
-    def login(self, user: str, resource: str, password: str = PASSWORD) -> str:
-        """SASL SCRAM-SHA-256 (RFC 5802, 7677) by hand, then bind; returns the full JID."""
+    def login(
+        self, user: str, resource: str, password: str = PASSWORD, *, bind: bool = True
+    ) -> str:
+        """SASL SCRAM-SHA-256 (RFC 5802, 7677) by hand, then bind; returns the full
+        JID (with `bind=False`, the features after the restart, unbound)."""
         self.open()
         scram = ScramSha256Client(user, password)
         self.send(
@@ -60,7 +63,9 @@ class WsStream:
         server_first = re.search(r">([^<]+)</challenge>", challenge).group(1)
         self.send(f"<response xmlns='{NS_SASL}'>{scram.final_message(server_first)}</response>")
         assert "<success" in self.recv_until("<success|<failure")
-        self.open()  # §3.5: the stream restarts with a new <open/>
+        features = self.open()  # §3.5: the stream restarts with a new <open/>
+        if not bind:
+            return features
         self.send(
             "<iq xmlns='jabber:client' type='set' id='bind'>"
             "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"

@@ -6,7 +6,7 @@ and keep: it is the key of SessionManager, of room occupants and of
 blocking's interest set. Its stream (xmpp/c2s.py) is replaceable: the
 session is attached to one stream at a time, and the stream tells it when
 it is gone (`stream_lost`). Without stream management a session ends with
-its stream; XEP-0198 resumption will keep it detached and attach it to the
+its stream; with XEP-0198 resumption it stays detached and is attached to the
 new stream instead, with its JID, presence, roster interest and rooms.
 
 The interface is narrow on purpose. Readers: `jid`, `jid_str`, `account`,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .server import XmppServer
     from .sessions import AccountState
     from .stream import XmlStream
+    from .stream_management import StreamManagement
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class BoundSession:
         "_held",
         "_stream",
         "_transport",
+        "sm",
     )
 
     def __init__(self, server: XmppServer, jid: JID, account: AccountState) -> None:
@@ -69,6 +71,8 @@ class BoundSession:
         self._held: list[bytes] | None = None
         self._stream: XmlStream | None = None
         self._transport = None  # the attached stream's, while it can be written to
+        # XEP-0198 state once the client enabled it (xmpp/stream_management.py).
+        self.sm: StreamManagement | None = None
 
     def __repr__(self) -> str:
         return f"<BoundSession {self.jid_str}>"
@@ -89,14 +93,61 @@ class BoundSession:
         self._stream = stream
         self._transport = stream.transport
 
-    def stream_lost(self, stream: XmlStream) -> None:
-        """Its stream has ended (closed, failed or dropped). Without stream
-        management the session ends with it (RFC 6120 §4.4)."""
+    def detach(self, stream: XmlStream) -> None:
+        """Leave `stream` (it dropped, or the session resumes elsewhere)."""
+        if stream is self._stream:
+            self._stream = None
+            self._transport = None
+
+    @property
+    def detached(self) -> bool:
+        """Bound, with no stream: waiting to be resumed (XEP-0198 §5)."""
+        return self._stream is None and self.jid is not None
+
+    def stream_lost(self, stream: XmlStream, dropped: bool = False) -> None:
+        """Its stream has ended (closed, failed or dropped). The session ends
+        with it (RFC 6120 §4.4), unless the connection dropped and the client
+        asked for resumption (XEP-0198 §5): then it waits, detached, with
+        its JID, presence, roster interest and rooms."""
         if stream is not self._stream:
             return
-        self._stream = None
-        self._transport = None
+        self.detach(stream)
+        sm = self.sm
+        if dropped and sm is not None and sm.id is not None:
+            log.debug("%r detached; resumable for %d s", self, sm.resume_seconds)
+            sm.start_expiry(self)
+            self._trim_detached()
+            return
         self.end()
+
+    def resend_unacked(self) -> None:
+        """XEP-0198 §5: after <resumed/>, what the client had not acknowledged."""
+        transport = self._transport
+        framing = transport.framing
+        for _number, data in self.sm.unacked:
+            transport.write(framing.stanza(data))
+        if self.sm.unacked:
+            self.sm.after_send(self)
+
+    def write_nonza(self, data: bytes) -> bool:
+        """A nonza (XEP-0198's <r/>) on the attached stream; False if none."""
+        transport = self._transport
+        if transport is None or self._stream.closing:
+            return False
+        transport.write(data)
+        return True
+
+    def _trim_detached(self) -> None:
+        """XMPP_SM_MAX_QUEUE: a detached session's oldest unacknowledged
+        stanzas go where they would go if it had ended."""
+        sm = self.sm
+        excess = len(sm.unacked) - sm.max_queue
+        if excess <= 0:
+            return
+        from .stream_management import give_up
+
+        oldest = [sm.unacked.popleft()[1] for _ in range(excess)]
+        give_up(self, oldest, still_bound=True)
 
     def stream_error(self, error: StreamError) -> None:
         """End the session's stream with `error` (a kick, a removed account)."""
@@ -166,16 +217,31 @@ class BoundSession:
     def send_serialized(self, data: bytes) -> None:
         """deliver() for a stanza serialised once for many recipients."""
         transport = self._transport
-        if transport is None or self._stream.closing:
-            return
-        if self._held is not None:
-            self._held.append(data)
-            return
+        sm = self.sm
+        if sm is None:
+            if transport is None or self._stream.closing:
+                return
+            if self._held is not None:
+                self._held.append(data)
+                return
+        else:
+            # XEP-0198: counted and kept until acknowledged, whether it can
+            # be written now or waits for the session to be resumed.
+            if self._held is not None:
+                self._held.append(data)
+                return
+            sm.stanza_sent(data)
+            if transport is None or self._stream.closing:
+                if self._stream is None and self.jid is not None:
+                    self._trim_detached()
+                return
         if transport.buffered > self.server.limits.max_outgoing_buffer:
             self._transport = None
             self._stream.too_slow()
             return
         transport.write(transport.framing.stanza(data))
+        if sm is not None:
+            sm.after_send(self)
 
     def deliver_before_held(self, stanza: Element) -> None:
         """deliver() for an initial-presence hook: ahead of stanzas held meanwhile."""
@@ -222,4 +288,15 @@ class BoundSession:
                     self.server.spawn(result)
             except Exception:
                 log.exception("session-closed hook failed")
+        sm = self.sm
+        if sm is not None:
+            from .stream_management import forget, give_up
+
+            forget(self)
+            unacked = sm.take_unacked()
+            if unacked:
+                try:
+                    give_up(self, unacked, still_bound=False)
+                except Exception:
+                    log.exception("could not hand on what %r never acknowledged", self)
         self.jid = None

@@ -26,6 +26,7 @@ from xml.etree.ElementTree import Element, SubElement
 
 from django.contrib.auth import get_user_model
 
+from . import handled
 from .bound_session import BoundSession
 from .orm_thread import orm_thread
 from .plugins import IqRequest
@@ -121,7 +122,7 @@ class ClientStream(XmlStream):
             self._auth_timer = None
         session, self.session = self.session, None
         if session is not None:
-            session.stream_lost(self)
+            session.stream_lost(self, dropped=self.dropped)
 
     def features(self) -> list[Element]:
         features: list[Element] = []
@@ -407,16 +408,41 @@ class ClientStream(XmlStream):
         # and ends before this one binds, as any session ends: unavailable
         # presence to the other resources (RFC 6121 §4.5.2), session-closed hooks.
         displaced = self.server.sessions.get(session.jid)
+        moved: list[bytes] = []
         if displaced is not None:
+            if displaced.sm is not None:
+                # XEP-0198 §5 and §7.7.2.2 together: what the displaced
+                # session never acknowledged moves to the new one.
+                moved = displaced.sm.take_unacked()
             displaced.replaced()
-        session.attach(self)
-        self.session = session
+        self._attach_session(session)
         self.server.sessions.bind(session, session.jid)
-        self._auth_timer.cancel()
-        self._auth_timer = None
         payload = Element(BIND_TAG)
         SubElement(payload, f"{{{NS_BIND}}}jid").text = session.jid_str
         self._send_result(iq, payload)
+        if moved:
+            self._take_over(displaced, moved, session)
+
+    def _take_over(self, displaced: BoundSession, stanzas: list[bytes], session: BoundSession):
+        from .stream_management import give_up
+
+        messages = [data for data in stanzas if data.startswith(b"<message")]
+        for data in messages:
+            session.send_serialized(data)
+        rest = [data for data in stanzas if not data.startswith(b"<message")]
+        if rest:
+            give_up(displaced, rest, still_bound=False)
+
+    def resume_session(self, session: BoundSession) -> None:
+        """XEP-0198 §5: this stream carries `session` from now on, as if bound."""
+        self._attach_session(session)
+
+    def _attach_session(self, session: BoundSession) -> None:
+        session.attach(self)
+        self.session = session
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
 
     def _send_result(self, iq: Element, payload: Element | None = None) -> None:
         result = Element(IQ_TAG, {"type": "result"})
@@ -437,6 +463,16 @@ class ClientStream(XmlStream):
         if stanza.tag not in self.stanza_tags:
             return self.nonza(stanza, bound=True)
         self.server.stanzas_received += 1
+        sm = session.sm
+        if sm is None:
+            return self._route_stanza(stanza, session)
+        # XEP-0198 §4: counted as handled once delivered or stored (handled.py).
+        with handled.collecting() as waits:
+            result = self._route_stanza(stanza, session)
+        sm.stanza_received(waits)
+        return result
+
+    def _route_stanza(self, stanza: Element, session: BoundSession):
         claimed = stanza.get("from")
         jid_str = session.jid_str
         # §8.1.2.1: the server stamps 'from'; a client may only claim itself.

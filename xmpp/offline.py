@@ -43,6 +43,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count
 
+from . import handled
 from .models import OfflineMessage
 from .orm_thread import orm_thread
 from .plugins import IqRequest, plugins
@@ -139,7 +140,12 @@ def store_offline(stanza: Element, to: JID, router: Router) -> None:
     stanza.append(delay)
     text = serialize(stanza).decode()
     stanza.remove(delay)  # the original goes back to its sender if refused
-    offline_queue.submit(StoreJob(router, stanza, to.local, text, now), router)
+    job = StoreJob(router, stanza, to.local, text, now)
+    if handled.collecting_wanted():
+        # XEP-0198: the sender's stream acknowledges it once it is committed.
+        job.done = asyncio.get_running_loop().create_future()
+        handled.wait_for(job.done)
+    offline_queue.submit(job, router)
 
 
 # -- delivery at initial presence (XEP-0160 §2 step 5) ------------------------
@@ -180,7 +186,7 @@ plugins.on_session_closed(forget_flexible_session)
 
 
 class StoreJob:
-    __slots__ = ("router", "stanza", "local", "text", "when")
+    __slots__ = ("router", "stanza", "local", "text", "when", "done")
 
     def __init__(
         self, router: Router, stanza: Element, local: str, text: str, when: datetime.datetime
@@ -190,6 +196,7 @@ class StoreJob:
         self.local = local
         self.text = text
         self.when = when
+        self.done: asyncio.Future | None = None  # set when stored or refused
 
     @staticmethod
     async def run(jobs: list[StoreJob]) -> None:
@@ -206,6 +213,11 @@ class StoreJob:
                 # XEP-0191 §3.3 (blocked), RFC 6121 §8.5.1 (no such account),
                 # XEP-0160 §2 step 3 (queue full).
                 job.router.bounce(job.stanza, StanzaError("service-unavailable"))
+            job.settled()
+
+    def settled(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
 
 
 class DeliverJob:
@@ -288,6 +300,7 @@ def bounce_unstored(batch: list[StoreJob] | list[DeliverJob], exc: BaseException
     for job in batch:
         if isinstance(job, StoreJob):
             job.router.bounce(job.stanza, StanzaError("internal-server-error"))
+            job.settled()
 
 
 class OfflineQueue:

@@ -148,6 +148,12 @@ class Router:
             if stanza_type in ("get", "set"):
                 self.bounce(stanza, StanzaError("service-unavailable"))  # §8.5.3.2.3
 
+    def to_account(self, stanza: Element, sender: JID, bare: JID) -> None:
+        """Route a stanza that was for a session now gone as if it had been
+        sent to the account (XEP-0198 §5: what an ended session never
+        acknowledged): its other resources, else offline storage."""
+        self._to_bare_jid(stanza, sender, bare, None)
+
     # -- RFC 6121 §8.5.2: bare JID ----------------------------------------
 
     def _to_bare_jid(self, stanza, sender, to, origin) -> None:

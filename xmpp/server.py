@@ -177,6 +177,10 @@ class XmppServer:
             await asyncio.sleep(0.05)
         for stream in streams:
             stream.transport.close()
+        # Sessions left are detached ones (XEP-0198): they end now, and what
+        # they never acknowledged goes to offline storage with the writes below.
+        for session in self.sessions.all():
+            session.end()
         # Writes still in flight (offline messages, roster changes) finish
         # before the process exits, within what is left of the grace period;
         # the batched writers commit what they hold without waiting out

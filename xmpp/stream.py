@@ -68,6 +68,7 @@ class XmlStream:
         "_header_sent",
         "_closing",
         "_ended",
+        "dropped",
         "_pending",
         "_paused",
         "_restart",
@@ -89,6 +90,9 @@ class XmlStream:
         self._header_sent = False
         self._closing = False
         self._ended = False
+        # The connection went without a close handshake (or was cut for not
+        # reading): what it carried may be resumed elsewhere (XEP-0198 §5).
+        self.dropped = False
         self._pending: list | None = None
         self._paused = False  # the transport's reading is paused
         self._restart = False
@@ -344,6 +348,7 @@ class XmlStream:
         drop the connection; nothing more can reach it."""
         log.info("%r is not reading; disconnecting", self)
         self._closing = True
+        self.dropped = True
         self.transport.abort()
 
     def _peer_closed(self) -> None:
@@ -362,6 +367,8 @@ class XmlStream:
     def connection_lost(self) -> None:
         """The transport is gone (whichever: TCP, WebSocket, BOSH)."""
         self._drain_held()
+        if not self._closing:
+            self.dropped = True  # no close handshake: a session may outlive it (XEP-0198)
         self._closing = True
         self.parser.discard()
         self._closed_down()

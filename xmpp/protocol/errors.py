@@ -37,10 +37,13 @@ class StreamError(Exception):
     """A condition that ends the stream (RFC 6120 §4.9.3); raised by the protocol layer,
     turned into <stream:error/> followed by </stream:stream> by the session."""
 
-    def __init__(self, condition: str, text: str = "") -> None:
+    def __init__(self, condition: str, text: str = "", application: str = "") -> None:
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        # RFC 6120 §4.9.4: an application-specific condition, as XML (e.g.
+        # XEP-0198's <handled-count-too-high/>).
+        self.application = application
 
     def to_bytes(self) -> bytes:
         # Written with the `stream` prefix our stream header declares.
@@ -48,7 +51,8 @@ class StreamError(Exception):
             f'<text xmlns="{NS_STREAM_ERRORS}">{escape_text(self.text)}</text>' if self.text else ""
         )
         return (
-            f'<stream:error><{self.condition} xmlns="{NS_STREAM_ERRORS}"/>{text}</stream:error>'
+            f'<stream:error><{self.condition} xmlns="{NS_STREAM_ERRORS}"/>{text}'
+            f"{self.application}</stream:error>"
         ).encode()
 
 

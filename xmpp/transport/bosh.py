@@ -61,6 +61,9 @@ class BoshSession:
     """The transport a ClientStream writes to, over BOSH requests."""
 
     framing = BoshFraming()
+    # XEP-0198 on this transport (xmpp/stream_management.py); BOSH has its
+    # own acknowledgements and sessions (XEP-0124 §9, XEP-0206).
+    offers_stream_management = False
     channel_bindings: dict[str, bytes] = {}
 
     def __init__(self, server, peer: str, secure: bool, wait: int, hold: int) -> None:

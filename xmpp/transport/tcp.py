@@ -32,6 +32,8 @@ _shared_view = memoryview(_shared_buffer)
 
 class TcpTransport(asyncio.BufferedProtocol):
     framing = StreamFraming()
+    # XEP-0198 stream management on this transport (xmpp/stream_management.py).
+    offers_stream_management = True
 
     __slots__ = (
         "server",

@@ -46,6 +46,8 @@ class WebSocketTransport:
     """The transport a ClientStream writes to, over one WebSocket."""
 
     framing = WebSocketFraming()
+    # XEP-0198 stream management on this transport (xmpp/stream_management.py).
+    offers_stream_management = True
     channel_bindings: dict[str, bytes] = {}
 
     __slots__ = (
