@@ -379,3 +379,73 @@ def test_slixmpp_receiver_cut_five_times_gets_everything_once_in_order(xmpp_serv
             await disconnect(sender, receiver)
 
     asyncio.run(scenario())
+
+
+class WsReceiver:
+    """A raw RFC 7395 client with XEP-0198: counts the stanzas it receives,
+    answers the server's <r/>, and resumes on a new WebSocket after a cut."""
+
+    def __init__(self, server, user: str) -> None:
+        self.server = server
+        self.user = user
+        self.bodies: list[str] = []
+        self.stanzas = 0
+        self.ws = WsStream(server)
+        self.ws.login(user, "ws-train")
+        self.ws.send(ENABLE_RESUME)
+        self.previd = re.search(r"id='([^']+)'", self.ws.recv_until("<enabled")).group(1)
+
+    def read_until(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < count and time.monotonic() < deadline:
+            try:
+                frame = self.ws.recv(timeout=max(0.05, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            self._take(frame)
+
+    def _take(self, frame: str) -> None:
+        if frame.startswith(("<message", "<presence", "<iq")):
+            self.stanzas += 1
+            self.bodies.extend(bodies(frame))
+        elif frame.startswith(f"<r xmlns='{NS_SM}'"):
+            self.ws.send(f"<a xmlns='{NS_SM}' h='{self.stanzas}'/>")
+
+    def cut_and_resume(self) -> None:
+        self.ws.ws.socket.close()  # the network goes: no <close/>, no WebSocket close
+        time.sleep(0.2)
+        self.ws = WsStream(self.server)
+        self.ws.login(self.user, "x", bind=False)
+        self.ws.send(f"<resume xmlns='{NS_SM}' previd='{self.previd}' h='{self.stanzas}'/>")
+        while True:
+            frame = self.ws.recv(timeout=10)
+            if "<resumed" in frame:
+                return
+            assert "<failed" not in frame, frame
+
+
+def test_websocket_receiver_cut_five_times_gets_everything_once_in_order(xmpp_server):
+    """The stress test over WebSocket: a receiver cut five times (the socket
+    closed under it, no close frames) while 2,000 messages stream to it
+    resumes each time and ends with every message exactly once, in order."""
+    total = 2000
+
+    async def scenario():
+        receiver = await asyncio.to_thread(WsReceiver, xmpp_server, "carol")
+        to = "carol@localhost/ws-train"
+        sender = await connect(xmpp_server, "alice", "ws-streamer")
+        try:
+            sent = 0
+            for cut in range(5):
+                for _ in range(total // 5):
+                    sender.send_message(mto=to, mbody=f"w{sent}", mtype="chat")
+                    sent += 1
+                await asyncio.to_thread(receiver.read_until, (cut * total) // 5 + 100, 10)
+                await asyncio.to_thread(receiver.cut_and_resume)
+            await asyncio.to_thread(receiver.read_until, total, 30)
+            assert receiver.bodies == [f"w{n}" for n in range(total)]
+        finally:
+            await disconnect(sender)
+            receiver.ws.close()
+
+    asyncio.run(scenario())
