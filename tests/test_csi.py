@@ -547,3 +547,44 @@ def test_raw_client_gets_a_body_message_at_once_while_inactive(xmpp_server, csi_
         assert b"wake up" in asyncio.run(send_and_wait())
     finally:
         raw.close()
+
+
+def test_groupchat_waits_until_it_mentions_the_nick(xmpp_server, csi_accounts):
+    """In a room (muc/ tells CSI the nick): groupchat that does not mention
+    the inactive occupant's nick waits; a message that mentions it arrives at
+    once, after the ones that waited, in the room's order."""
+    from .muc_clients import connect_muc
+
+    async def scenario():
+        watcher = await connect_muc(xmpp_server, "csi-watcher", "muc")
+        bob = await connect_muc(xmpp_server, "csi-bob", "muc")
+        try:
+            await watcher.create_instant("csi-room", "Watcher")
+            await bob.enter("csi-room", "Bob")
+            await watcher.presence_of("csi-room", "Bob")
+            watcher.send_xml(INACTIVE.decode())
+            await asyncio.sleep(0.3)
+            watcher.clear()
+
+            def groupchat_bodies():
+                return [
+                    s.findtext("{jabber:client}body")
+                    for s in watcher.inbox
+                    if s.tag == "{jabber:client}message" and s.get("type") == "groupchat"
+                ]
+
+            bob.say("csi-room", "one")
+            bob.say("csi-room", "two")
+            await bob.heard("csi-room", "two")
+            await asyncio.sleep(0.3)
+            assert groupchat_bodies() == []
+            bob.say("csi-room", "what do you think, watcher?")
+            for _ in range(50):
+                if len(groupchat_bodies()) == 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert groupchat_bodies() == ["one", "two", "what do you think, watcher?"]
+        finally:
+            await disconnect(watcher, bob)
+
+    asyncio.run(scenario())
