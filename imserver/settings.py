@@ -37,6 +37,8 @@ XMPP_TLS_KEY = os.environ.get("XMPP_TLS_KEY", "")
 XMPP_REQUIRE_TLS = env_bool("XMPP_REQUIRE_TLS", True)
 XMPP_SCRAM_ITERATIONS = env_int("XMPP_SCRAM_ITERATIONS", 4096)
 XMPP_OFFLINE_QUOTA = env_int("XMPP_OFFLINE_QUOTA", 1000)  # XEP-0160 messages kept per account
+# XEP-0352: stanzas held for an inactive client (xmpp/csi.py); past it, all are sent.
+XMPP_CSI_MAX_HELD = env_int("XMPP_CSI_MAX_HELD", 256)
 
 # Limits (RFC 6120 §13.12). Rates shape (xmpp/shaping.py): a client over one
 # is read more slowly, never disconnected; what shaping cannot bound (size,

@@ -15,7 +15,8 @@ class MucConfig(AppConfig):
     def ready(self) -> None:
         from xmpp.plugins import plugins
 
-        from .service import service, service_subdomain
+        from .service import room_nick, service, service_subdomain
 
         plugins.service(service_subdomain(), service)
         plugins.on_session_closed(service.session_closed)
+        plugins.room_nick(room_nick)

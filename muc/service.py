@@ -898,3 +898,13 @@ def default_history_length() -> int:
 
 
 service = MucService()
+
+
+def room_nick(session: JID, room: JID) -> str | None:
+    """The nick of the session `session` (a full JID) in `room`, for CSI's
+    mention test (xmpp/csi.py, plugins.room_nick); None if not an occupant."""
+    if room.domain != service.domain:
+        return None
+    found = service.rooms.get(room.local)
+    occupant = found.by_jid.get(session) if found is not None else None
+    return occupant.nick if occupant is not None else None

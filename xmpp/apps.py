@@ -16,6 +16,7 @@ FEATURE_MODULES = [
     "registration",  # in-band registration (XEP-0077)
     "blocking",  # blocking command (XEP-0191)
     "stream_management",  # acks and resumption (XEP-0198)
+    "csi",  # client state indication (XEP-0352)
 ]
 
 

@@ -29,6 +29,7 @@ from .protocol.jid import JID
 from .protocol.xml import serialize
 
 if TYPE_CHECKING:
+    from .csi import OutputGate
     from .server import XmppServer
     from .sessions import AccountState
     from .stream import XmlStream
@@ -48,6 +49,7 @@ class BoundSession:
         "priority",
         "presence_sent",
         "roster_requested",
+        "csi",
         "_last_presence",
         "_directed",
         "_held",
@@ -66,6 +68,7 @@ class BoundSession:
         self.priority = 0
         self.presence_sent = False
         self.roster_requested = False  # RFC 6121 §2.1.6: gets roster pushes
+        self.csi: OutputGate | None = None  # XEP-0352: set while inactive (xmpp/csi.py)
         self._last_presence: Element | None = None  # answers probes (§4.3.2)
         self._directed: set[JID] | None = None  # directed presence (§4.6)
         self._held: list[bytes] | None = None
@@ -217,6 +220,8 @@ class BoundSession:
     def send_serialized(self, data: bytes) -> None:
         """deliver() for a stanza serialised once for many recipients."""
         transport = self._transport
+        if self.csi is not None and self.csi.holds(data):  # XEP-0352 output gate, xmpp/csi.py
+            return  # held: not written, so not counted by XEP-0198 yet
         sm = self.sm
         if sm is None:
             if transport is None or self._stream.closing:

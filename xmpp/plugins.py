@@ -123,6 +123,10 @@ AccountItemsProvider = Callable[[IqRequest], "list[Element] | Awaitable[list[Ele
 # Starts an app's own listeners on the running loop, given the bind address;
 # returns the coroutine function that stops them at shutdown.
 ListenerStarter = Callable[[str], Awaitable[Callable[[], Awaitable[None]]]]
+# The nick a session has in a room (XEP-0045), for CSI's mention test
+# (xmpp/csi.py): given the session's full JID and the room's bare JID; None
+# if it is not an occupant or the app does not own the room.
+RoomNickLookup = Callable[[JID, JID], "str | None"]
 # Reloads something on SIGHUP without dropping sessions (xmpp/reload.py);
 # returns what it reloaded, for the log line, or raises to keep the old.
 ReloadHook = Callable[[], Awaitable[str]]
@@ -181,6 +185,7 @@ class PluginRegistry:
     account_identities: list[dict[str, str]] = field(default_factory=list)
     account_items_providers: list[AccountItemsProvider] = field(default_factory=list)
     reload_hooks: list[tuple[str, ReloadHook]] = field(default_factory=list)
+    room_nick_lookups: list[RoomNickLookup] = field(default_factory=list)
 
     def iq(
         self,
@@ -310,6 +315,11 @@ class PluginRegistry:
         """Open listeners of an app's own protocol (STUN over UDP...) on runxmpp's loop."""
         self.listeners.append(starter)
         return starter
+
+    def room_nick(self, lookup: RoomNickLookup) -> RoomNickLookup:
+        """Tell CSI (xmpp/csi.py) a session's nick in a room the app serves."""
+        self.room_nick_lookups.append(lookup)
+        return lookup
 
     def on_reload(self, what: str) -> Callable[[ReloadHook], ReloadHook]:
         """Reload `what` (e.g. "run-time settings") on SIGHUP."""
