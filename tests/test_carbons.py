@@ -428,8 +428,9 @@ def test_a_forged_carbon_from_a_contact_is_not_made_a_carbon(xmpp_server, pair):
 
 def test_muc_private_messages_sent_are_copied_groupchat_and_received_are_not(xmpp_server, pair):
     """§6: a private message on1 sends to an occupant is its own and is
-    copied to on2 as sent; one it receives from an occupant is from a MUC
-    room and is not copied; groupchat messages are never copied."""
+    copied to on2 as sent; one it receives from an occupant, and a room's
+    mediated invitation (XEP-0045 §7.8.2), are from a MUC room and are not
+    copied; groupchat messages are never copied."""
     user, contact = pair
     room = f"carbons-room-{contact}"
     room_jid = f"{room}@{SERVICE}"
@@ -445,10 +446,15 @@ def test_muc_private_messages_sent_are_copied_groupchat_and_received_are_not(xmp
             send(other, f"{room_jid}/owner", "pm in")
             send(on1, room_jid, "groupchat out", mtype="groupchat")
             send(other, room_jid, "groupchat in", mtype="groupchat")
+            other.send_xml(
+                f"<message to='{room_jid}'><x xmlns='http://jabber.org/protocol/muc#user'>"
+                f"<invite to='{xmpp_server.jid(user)}'/></x></message>"
+            )
             await settle(xmpp_server, on1, other, on2, off)
             await other.wait_for(original("pm out"), timeout=1)
             await on1.wait_for(original("pm in"), timeout=1)
             await on1.wait_for(original("groupchat in"), timeout=1)
+            await off.wait_for(lambda s: s.get("from") == room_jid, timeout=1)  # the invitation
             copy = await on2.wait_for(carbon("sent", "pm out"), timeout=1)
             assert forwarded(copy, "sent").get("to") == f"{room_jid}/contact"
             assert not any(any_carbon(s) for s in on2.inbox), [ET.tostring(s) for s in on2.inbox]

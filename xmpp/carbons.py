@@ -125,11 +125,9 @@ def copy_to_other_resources(
         if local_recipient:
             stanza.remove(private)  # §9: the receiving server SHOULD remove it
         return  # §9: MUST NOT be copied, by the sending or the receiving server
-    if not _eligible(stanza):
-        return
     sender_enabled = _enabled(origin.account) if origin is not None else None
     recipient_enabled = _enabled(router.sessions.account(to.bare)) if local_recipient else None
-    if not sender_enabled and not recipient_enabled:
+    if (not sender_enabled and not recipient_enabled) or not _eligible(stanza):
         return
     to_self = origin is not None and to.bare == sender.bare
     if sender_enabled:
@@ -152,11 +150,7 @@ def _eligible(stanza: Element) -> bool:
             return False
     elif message_type != "chat":
         return False
-    return (
-        stanza.find(NO_COPY) is None
-        and stanza.find(RECEIVED) is None
-        and (stanza.find(SENT) is None)
-    )
+    return all(stanza.find(tag) is None for tag in (NO_COPY, RECEIVED, SENT))
 
 
 def _enabled(account: AccountState | None) -> set[BoundSession] | None:
