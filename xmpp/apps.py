@@ -17,6 +17,7 @@ FEATURE_MODULES = [
     "blocking",  # blocking command (XEP-0191)
     "stream_management",  # acks and resumption (XEP-0198)
     "csi",  # client state indication (XEP-0352)
+    "carbons",  # message carbons (XEP-0280)
 ]
 
 

@@ -106,6 +106,12 @@ StanzaFilter = Callable[[Element, JID, JID, "Router"], bool]
 # when nothing from that sender is ever refused.
 RecipientTest = Callable[[JID, "AccountState | None"], bool]
 RecipientFilter = Callable[[JID, "SessionManager"], "RecipientTest | None"]
+# Sees each message the router routes (stanza, sender, to, the sender's
+# session if a local client sent it), once the stanza filters let it
+# through and before it is delivered: it may deliver more through
+# router.delivery (XEP-0280 carbons) and drop a child meant for the server
+# only, but neither reroutes nor refuses the message. Memory only, no I/O.
+MessageHook = Callable[[Element, JID, JID, "BoundSession | None", "Router"], None]
 # Gets a chat/normal message for an account with no available resource
 # (RFC 6121 §8.5.2.2.1); it stores it or bounces it itself.
 OfflineHandler = Callable[[Element, JID, "Router"], Any]
@@ -177,6 +183,7 @@ class PluginRegistry:
     session_closed_hooks: list[SessionHook] = field(default_factory=list)
     stanza_filters: list[StanzaFilter] = field(default_factory=list)
     recipient_filters: list[RecipientFilter] = field(default_factory=list)
+    message_hooks: list[MessageHook] = field(default_factory=list)
     offline_handler: OfflineHandler | None = None
     account_disco_nodes: dict[tuple[str, str], DiscoNodeHandler] = field(default_factory=dict)
     presence: PresenceHandler = field(default_factory=PresenceHandler)
@@ -301,6 +308,13 @@ class PluginRegistry:
         service's fan-out of bytes serialised once (MUC, pubsub, presence)."""
         self.recipient_filters.append(recipient_filter)
         return recipient_filter
+
+    def message_routed(self, hook: MessageHook) -> MessageHook:
+        """See every message the router routes, after the filters and before
+        its delivery (see MessageHook), e.g. to copy it to the sender's and
+        the recipient's other resources (XEP-0280)."""
+        self.message_hooks.append(hook)
+        return hook
 
     def account_identity(self, category: str, type: str) -> None:
         """Add an identity to every account's disco#info, e.g. pubsub/pep (XEP-0163 §4)."""

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 HANDLED_PRESENCE_TYPES = SUBSCRIPTION_TYPES | {"probe"}
 PRESENCE_TAG = "{jabber:client}presence"
+MESSAGE_TAG = "{jabber:client}message"
 
 
 class Router:
@@ -76,6 +77,9 @@ class Router:
             and self.delivery.refused(stanza, sender, to, self)
         ):
             return  # e.g. blocked (XEP-0191)
+        if stanza.tag == MESSAGE_TAG:
+            for hook in self.registry.message_hooks:
+                hook(stanza, sender, to, origin, self)  # e.g. carbons (XEP-0280)
         if to.domain == self.domain:
             if not to.local:
                 self._to_server(stanza, sender, to, origin)
