@@ -15,6 +15,7 @@ FEATURE_MODULES = [
     "last_activity",  # last activity and uptime (XEP-0012)
     "registration",  # in-band registration (XEP-0077)
     "blocking",  # blocking command (XEP-0191)
+    "push",  # push notifications (XEP-0357)
 ]
 
 
