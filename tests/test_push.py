@@ -308,6 +308,21 @@ def test_a_remote_app_server_that_cannot_be_reached_keeps_its_registration(xmpp_
     assert "remote-server-not-found); kept" in xmpp_server.log()
 
 
+def test_the_account_advertises_push(xmpp_server, accounts):
+    """The account's disco#info lists urn:xmpp:push:0 (§4), which is where
+    clients look before they enable."""
+
+    async def scenario():
+        client = await connect(xmpp_server, MALFORMED, "disco")
+        try:
+            info = await client.plugin["xep_0030"].get_info(jid=xmpp_server.jid(MALFORMED))
+            return info["disco_info"]["features"]
+        finally:
+            await disconnect(client)
+
+    assert NS_PUSH in asyncio.run(scenario())
+
+
 def test_malformed_enable_and_disable_are_refused(xmpp_server, accounts):
     """An enable without 'jid' or 'node', or with a form that is not
     publish-options, is <bad-request/>; a 'jid' that is not one is
