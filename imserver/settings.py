@@ -84,6 +84,13 @@ XMPP_AUTH_FAILURE_MAX_DELAY = float(os.environ.get("XMPP_AUTH_FAILURE_MAX_DELAY"
 XMPP_REGISTRATION_ENABLED = env_bool("XMPP_REGISTRATION_ENABLED", False)
 # XEP-0054: the largest vCard a user may store, in bytes of XML.
 XMPP_VCARD_MAX_SIZE = env_int("XMPP_VCARD_MAX_SIZE", 64 * 1024)
+# XEP-0357 push notifications (xmpp/push.py): what a notification tells the
+# app server (the body crosses it and the vendor's push network, so off by
+# default), how long its answer may take, registrations per account.
+XMPP_PUSH_INCLUDE_BODY = env_bool("XMPP_PUSH_INCLUDE_BODY", False)
+XMPP_PUSH_INCLUDE_SENDER = env_bool("XMPP_PUSH_INCLUDE_SENDER", True)
+XMPP_PUSH_TIMEOUT = env_int("XMPP_PUSH_TIMEOUT", 30)
+XMPP_PUSH_MAX_REGISTRATIONS = env_int("XMPP_PUSH_MAX_REGISTRATIONS", 20)
 
 
 def load_or_create_secret_key(data_dir: Path) -> str:

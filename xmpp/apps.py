@@ -18,6 +18,7 @@ FEATURE_MODULES = [
     "stream_management",  # acks and resumption (XEP-0198)
     "csi",  # client state indication (XEP-0352)
     "carbons",  # message carbons (XEP-0280)
+    "push",  # push notifications (XEP-0357)
 ]
 
 

@@ -213,3 +213,34 @@ class BlockedJid(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} blocks {self.jid}"
+
+
+class PushRegistration(models.Model):
+    """One push service an account enabled (XEP-0357 §5): the app server's
+    JID and the node it provisioned for the device, with the publish-options
+    form the client gave (serialised, empty when none), which goes back in
+    every notification's <publish-options/> (§7). xmpp.push keeps them all in
+    memory; a row is replaced by an enable of the same service and node."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="push_registrations",
+        db_index=False,  # the unique constraint's index starts with user
+    )
+    service = models.CharField(max_length=3071)
+    node = models.CharField(max_length=1023)
+    publish_options = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "service", "node"], name="push_registration_unique"
+            )
+        ]
+        verbose_name = _("push registration")
+        verbose_name_plural = _("push registrations")
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.service} ({self.node})"

@@ -213,11 +213,23 @@ class StoreJob:
                 # XEP-0191 §3.3 (blocked), RFC 6121 §8.5.1 (no such account),
                 # XEP-0160 §2 step 3 (queue full).
                 job.router.bounce(job.stanza, StanzaError("service-unavailable"))
+            elif plugins.offline_stored_hooks:
+                _stored(job)
             job.settled()
 
     def settled(self) -> None:
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
+
+
+def _stored(job: StoreJob) -> None:
+    """The hooks of a message now kept (push notifications, XEP-0357)."""
+    owner = JID(job.local, job.router.domain, "")
+    for hook in plugins.offline_stored_hooks:
+        try:
+            hook(job.stanza, owner, job.router)
+        except Exception:
+            log.exception("an offline-stored hook failed")
 
 
 class DeliverJob:

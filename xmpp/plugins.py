@@ -115,6 +115,9 @@ MessageHook = Callable[[Element, JID, JID, "BoundSession | None", "Router"], Non
 # Gets a chat/normal message for an account with no available resource
 # (RFC 6121 §8.5.2.2.1); it stores it or bounces it itself.
 OfflineHandler = Callable[[Element, JID, "Router"], Any]
+# Told of a message committed to offline storage for the bare JID of a
+# local account (push notifications, XEP-0357).
+OfflineStoredHook = Callable[[Element, JID, "Router"], None]
 # Fills an account's in-memory state from the database, synchronously: all
 # loaders run together in one worker thread at the account's first bind.
 AccountLoader = Callable[["AccountState", int], None]
@@ -185,6 +188,7 @@ class PluginRegistry:
     recipient_filters: list[RecipientFilter] = field(default_factory=list)
     message_hooks: list[MessageHook] = field(default_factory=list)
     offline_handler: OfflineHandler | None = None
+    offline_stored_hooks: list[OfflineStoredHook] = field(default_factory=list)
     account_disco_nodes: dict[tuple[str, str], DiscoNodeHandler] = field(default_factory=dict)
     presence: PresenceHandler = field(default_factory=PresenceHandler)
     presence_transforms: list[PresenceTransform] = field(default_factory=list)
@@ -292,6 +296,12 @@ class PluginRegistry:
 
     def on_session_closed(self, hook: SessionHook) -> SessionHook:
         self.session_closed_hooks.append(hook)
+        return hook
+
+    def on_offline_stored(self, hook: OfflineStoredHook) -> OfflineStoredHook:
+        """Run on the loop for each message the offline handler has committed
+        to storage (not for one it dropped or refused), e.g. to push it."""
+        self.offline_stored_hooks.append(hook)
         return hook
 
     def presence_transform(self, transform: PresenceTransform) -> PresenceTransform:

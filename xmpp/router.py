@@ -208,8 +208,8 @@ class Router:
         if iq_type not in ("get", "set"):
             if iq_type not in ("result", "error"):
                 self.bounce(stanza, StanzaError("bad-request", "invalid IQ type"))
-            elif scope == "server" and self._queries:
-                self._answered(stanza, sender)
+            elif self._queries:
+                self._answered(stanza, sender, to)
             return  # results and errors to the server or an account end here
         if len(stanza) != 1:
             # RFC 6120 §8.2.3: a get or set has exactly one payload.
@@ -244,36 +244,41 @@ class Router:
         if result is not ANSWERED:
             self.reply(request.stanza, result)
 
-    def query(self, stanza: Element, timeout: float = 10.0) -> asyncio.Future:
+    def query(
+        self, stanza: Element, timeout: float = 10.0, *, sender: JID | None = None
+    ) -> asyncio.Future:
         """Send an IQ get/set from the server itself (its 'from' is the domain)
         and return a future of the answer, a result or error <iq/>; the future
         fails with TimeoutError if none comes (e.g. disco#info of an entity-caps
-        hash, XEP-0115 §6.2). Only an answer from the addressee counts."""
+        hash, XEP-0115 §6.2). Only an answer from the addressee, to the
+        query's 'from', counts. `sender`: a local account's bare JID, for an
+        IQ the server sends on the user's behalf (XEP-0357 §7 publishes)."""
         loop = asyncio.get_running_loop()
         query_id = stanza.get("id") or f"srv-{secrets.token_hex(8)}"
+        origin = sender or self.server_jid
         stanza.set("id", query_id)
-        stanza.set("from", self.domain)
+        stanza.set("from", str(origin))
         future = loop.create_future()
-        self._queries[query_id] = (stanza.get("to") or "", future)
+        self._queries[query_id] = (stanza.get("to") or "", str(origin), future)
 
         def expire() -> None:
-            if self._queries.get(query_id, (None, None))[1] is future:
+            if self._queries.get(query_id, (None, None, None))[2] is future:
                 del self._queries[query_id]
             if not future.done():
                 future.set_exception(TimeoutError(f"no answer to IQ {query_id}"))
 
         timer = loop.call_later(timeout, expire)
         future.add_done_callback(lambda _: timer.cancel())
-        self.route(stanza, self.server_jid)
+        self.route(stanza, origin)
         return future
 
-    def _answered(self, stanza: Element, sender: JID) -> None:
+    def _answered(self, stanza: Element, sender: JID, to: JID) -> None:
         entry = self._queries.get(stanza.get("id") or "")
-        if entry is None or entry[0] != str(sender):
+        if entry is None or entry[0] != str(sender) or entry[1] != str(to):
             return
         del self._queries[stanza.get("id")]
-        if not entry[1].done():
-            entry[1].set_result(stanza)
+        if not entry[2].done():
+            entry[2].set_result(stanza)
 
     def reply(self, stanza: Element, payload: Element | None) -> None:
         """Send the IQ result for `stanza`, with `payload` if any (RFC 6120 §8.2.3)."""
