@@ -16,7 +16,7 @@ import pytest
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from .clients import Client, connect, disconnect, iq_error, send_iq
+from .clients import Client, connect, disconnect, iq_error, raw_login, send_iq
 from .conftest import PASSWORD, RunningServer, private_server, start_server, stop_server
 
 NS_PUSH = "urn:xmpp:push:0"
@@ -397,3 +397,72 @@ def test_registrations_survive_a_restart(tmp_path):
     assert publish_node(iq) == "kept"
     assert publish_options(iq)["secret"] == "token"
     assert summary(iq)["message-count"] == "1"
+
+
+def _raw_user_with_push(server: RunningServer, user: str, app_jid: str, node: str):
+    """A raw stream logged in as `user` that enabled push to `app_jid`/`node`."""
+    stream = raw_login(server, user, "handset")
+    stream.send(f"<iq type='set' id='push-on'>{enable_xml(app_jid, node)}</iq>")
+    assert 'type="result"' in stream.read_until("id=.push-on.").decode()
+    stream.send("<presence/>")
+    return stream
+
+
+def test_a_detached_session_pushes_what_reaches_it(xmpp_server, accounts):
+    """§7 with XEP-0198: the user's phone lost its connection and its session
+    waits to be resumed; a message for it is kept for the resumption and the
+    app server is told, once."""
+    register(xmpp_server, "push-detached")
+
+    async def scenario():
+        app = AppServer(await connect(xmpp_server, APP, "detached"))
+        contact = await connect(xmpp_server, CONTACT, "detached")
+        try:
+            phone = await asyncio.to_thread(
+                _raw_user_with_push, xmpp_server, "push-detached", app.jid, "node-d"
+            )
+            phone.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            await asyncio.to_thread(phone.read_until, "<enabled[^>]*/>")
+            phone.close()  # no </stream:stream>: detached, not ended
+            await asyncio.sleep(0.5)
+            contact.send_message(
+                mto=xmpp_server.jid("push-detached", "handset"), mbody="wake up", mtype="chat"
+            )
+            publish = await app.next()
+            await app.nothing_within(1.0)
+            return publish
+        finally:
+            await disconnect(app.client, contact)
+
+    publish = asyncio.run(scenario())
+    assert publish_node(publish) == "node-d"
+    assert summary(publish)["message-count"] == "1"
+
+
+def test_an_inactive_session_pushes_what_reaches_it(xmpp_server, accounts):
+    """§7 with XEP-0352: a client that said <inactive/> (an app in the
+    background) gets the message and its device is woken by a push."""
+    register(xmpp_server, "push-inactive")
+
+    async def scenario():
+        app = AppServer(await connect(xmpp_server, APP, "inactive"))
+        contact = await connect(xmpp_server, CONTACT, "inactive")
+        try:
+            phone = await asyncio.to_thread(
+                _raw_user_with_push, xmpp_server, "push-inactive", app.jid, "node-i"
+            )
+            phone.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+            await asyncio.sleep(0.3)
+            contact.send_message(
+                mto=xmpp_server.jid("push-inactive"), mbody="in the background", mtype="chat"
+            )
+            publish = await app.next()
+            got = await asyncio.to_thread(phone.read_until, b"in the background")
+            phone.close()
+            return publish, got
+        finally:
+            await disconnect(app.client, contact)
+
+    publish, got = asyncio.run(scenario())
+    assert publish_node(publish) == "node-i"
+    assert b"in the background" in got

@@ -222,6 +222,12 @@ class BoundSession:
         transport = self._transport
         if self.csi is not None and self.csi.holds(data):  # XEP-0352 output gate, xmpp/csi.py
             return  # held: not written, so not counted by XEP-0198 yet
+        if (
+            (self.csi is not None or self._stream is None)
+            and data[:8] == b"<message"
+            and self.server.registry.message_waits_hooks
+        ):
+            self._message_waits(data)
         sm = self.sm
         if sm is None:
             if transport is None or self._stream.closing:
@@ -247,6 +253,17 @@ class BoundSession:
         transport.write(transport.framing.stanza(data))
         if sm is not None:
             sm.after_send(self)
+
+    def _message_waits(self, data: bytes) -> None:
+        """A message for a client that may not see it now (detached or
+        inactive): the hooks that would wake it (XEP-0357 push)."""
+        if self.jid is None:
+            return
+        for hook in self.server.registry.message_waits_hooks:
+            try:
+                hook(self, data)
+            except Exception:
+                log.exception("message-waits hook failed for %r", self)
 
     def deliver_before_held(self, stanza: Element) -> None:
         """deliver() for an initial-presence hook: ahead of stanzas held meanwhile."""

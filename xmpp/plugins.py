@@ -117,6 +117,7 @@ MessageHook = Callable[[Element, JID, JID, "BoundSession | None", "Router"], Non
 OfflineHandler = Callable[[Element, JID, "Router"], Any]
 # Told of a message committed to offline storage for the bare JID of a
 # local account (push notifications, XEP-0357).
+MessageWaitsHook = Callable[["BoundSession", bytes], None]
 OfflineStoredHook = Callable[[Element, JID, "Router"], None]
 # Fills an account's in-memory state from the database, synchronously: all
 # loaders run together in one worker thread at the account's first bind.
@@ -189,6 +190,7 @@ class PluginRegistry:
     message_hooks: list[MessageHook] = field(default_factory=list)
     offline_handler: OfflineHandler | None = None
     offline_stored_hooks: list[OfflineStoredHook] = field(default_factory=list)
+    message_waits_hooks: list[MessageWaitsHook] = field(default_factory=list)
     account_disco_nodes: dict[tuple[str, str], DiscoNodeHandler] = field(default_factory=dict)
     presence: PresenceHandler = field(default_factory=PresenceHandler)
     presence_transforms: list[PresenceTransform] = field(default_factory=list)
@@ -302,6 +304,13 @@ class PluginRegistry:
         """Run on the loop for each message the offline handler has committed
         to storage (not for one it dropped or refused), e.g. to push it."""
         self.offline_stored_hooks.append(hook)
+        return hook
+
+    def on_message_waits(self, hook: MessageWaitsHook) -> MessageWaitsHook:
+        """Run for each message written to a session whose client may not see
+        it now: detached (XEP-0198) or inactive (XEP-0352); `hook(session,
+        data)` with the serialised message, e.g. to push it (XEP-0357)."""
+        self.message_waits_hooks.append(hook)
         return hook
 
     def presence_transform(self, transform: PresenceTransform) -> PresenceTransform:

@@ -623,12 +623,12 @@ def notify_offline(stanza: Element, owner: JID, router: Router) -> None:
     notify(owner, stanza, router)
 
 
-# (id(stanza), registration) pairs pushed in this loop turn: one stanza
+# (stanza mark, registration) pairs pushed in this loop turn: one stanza
 # queued for several away sessions at once pushes each registration once.
 _pushed_this_turn: set[tuple[int, int]] = set()
 
 
-def notify_away(session: BoundSession, stanza: Element) -> int:
+def notify_away(session: BoundSession, stanza: Element, mark: int | None = None) -> int:
     """(b): `stanza` waits for `session`, which is detached (XEP-0198) or
     inactive (XEP-0352). Pushes it to the registrations this session
     enabled, if it is important; returns the number of publishes sent."""
@@ -643,16 +643,31 @@ def notify_away(session: BoundSession, stanza: Element) -> int:
     for registration in registrations.of(owner):
         if registration.key not in keys:
             continue
-        mark = (id(stanza), id(registration))
-        if mark in _pushed_this_turn:
+        pushed = (id(stanza) if mark is None else mark, id(registration))
+        if pushed in _pushed_this_turn:
             continue
         if not _pushed_this_turn:
             asyncio.get_running_loop().call_soon(_pushed_this_turn.clear)
-        _pushed_this_turn.add(mark)
+        _pushed_this_turn.add(pushed)
         targets.append(registration)
     if not targets:
         return 0
     return notify(owner, stanza, session.server.router, targets)
+
+
+@plugins.on_message_waits
+def message_waits(session: BoundSession, data: bytes) -> None:
+    """The session is detached (XEP-0198) or inactive (XEP-0352): push what
+    reaches it, if this session's device registered push (parsed only then)."""
+    account = session.account
+    if account is None or not account.data.get(ENABLED_BY, {}).get(session):
+        return
+    from .offline import parse_stored
+
+    stanza = parse_stored(data.decode("utf-8", "replace"))
+    if stanza is not None:
+        # Marked by content: the element is parsed anew for each session.
+        notify_away(session, stanza, hash(data))
 
 
 plugins.listener(load_all)
