@@ -17,7 +17,7 @@ import pytest
 from xmpp import csi
 from xmpp.protocol.jid import JID
 
-from .clients import Client, RawStream, raw_login
+from .clients import Client, RawStream, disconnect, raw_login
 from .conftest import PASSWORD
 from .inprocess import DOMAIN, bind, open_stream, run
 from .roster_clients import RosterClient, barrier, drive_to_state, roster_get
@@ -335,16 +335,6 @@ async def csi_login(server, user: str, resource: str = "csi") -> CsiClient:
     client.send_presence()
     await barrier(client)
     return client
-
-
-async def disconnect(*clients) -> None:
-    for client in clients:
-        client.disconnect()
-    for client in clients:
-        try:
-            await asyncio.wait_for(client.disconnected_event.wait(), 5)
-        except TimeoutError:
-            pass
 
 
 async def settle(client: CsiClient, seconds: float = 0.3) -> None:
