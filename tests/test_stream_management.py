@@ -449,3 +449,42 @@ def test_websocket_receiver_cut_five_times_gets_everything_once_in_order(xmpp_se
             receiver.ws.close()
 
     asyncio.run(scenario())
+
+
+def test_a_resumed_session_stays_in_its_rooms(xmpp_server):
+    """§5: the session keeps its MUC occupancy while detached and after
+    <resume/>: the room sees no leave and no join, and its messages reach
+    the resumed stream."""
+    room = "sm-train@conference.localhost"
+    join = "<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    alice = raw_login(xmpp_server, "alice", "in-room")
+    bob = raw_login(xmpp_server, "bob", "in-room")
+    try:
+        alice.send(join.format(room=room, nick="alice"))
+        alice.read_until("status code=.110.")
+        # XEP-0045 §10.1.2: an instant room, unlocked for others.
+        alice.send(
+            f"<iq type='set' id='unlock' to='{room}'><query "
+            "xmlns='http://jabber.org/protocol/muc#owner'>"
+            "<x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        )
+        alice.read_until("id=.unlock.")
+        bob.send(ENABLE_RESUME)
+        previd = re.search(r"id='([^']+)'", bob.read_until("<enabled[^>]*/>").decode()).group(1)
+        bob.send(join.format(room=room, nick="bob"))
+        bob.read_until("status code=.110.")
+        alice.read_until(f'from="{room}/bob"')
+        bob.close()
+        time.sleep(0.5)
+        resumed = raw_login(xmpp_server, "bob", "x", bind=False)
+        resumed.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+        resumed.read_until(b"<resumed")
+        alice.send(f"<message to='{room}' type='groupchat'><body>still here?</body></message>")
+        assert b"still here?" in resumed.read_until(b"still here?</body>")
+        seen_by_alice = alice.read_until(b"still here?</body>").decode()
+        assert f'from="{room}/bob" type="unavailable"' not in seen_by_alice
+        assert f'from="{room}/bob"' not in seen_by_alice
+        resumed.send("</stream:stream>")
+        resumed.close()
+    finally:
+        alice.close()
