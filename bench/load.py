@@ -354,7 +354,9 @@ class Conn(asyncio.Protocol):
     """One client stream: raw bytes, TLS over memory BIOs, wait-for-marker reads.
 
     In "sink" mode (on_data set) decrypted bytes go straight to a callback,
-    which is how the message scenario counts deliveries cheaply.
+    which is how the message scenario counts deliveries cheaply. With `sm`
+    set (an SmClient, after <enabled/>), every decrypted chunk is first
+    counted by it, and it answers the server's <r/>.
     """
 
     __slots__ = (
@@ -369,6 +371,7 @@ class Conn(asyncio.Protocol):
         "on_data",
         "lost",
         "user",
+        "sm",
     )
 
     def __init__(self) -> None:
@@ -383,6 +386,7 @@ class Conn(asyncio.Protocol):
         self.on_data = None
         self.lost = False
         self.user = ""
+        self.sm: SmClient | None = None
 
     # asyncio callbacks
     def connection_made(self, transport) -> None:
@@ -424,6 +428,8 @@ class Conn(asyncio.Protocol):
             self.transport.write(self.outgoing.read())
 
     def _app_data(self, data: bytes) -> None:
+        if self.sm is not None:
+            self.sm.feed(self, data)
         if self.on_data is not None:
             self.on_data(data)
             return
@@ -519,6 +525,86 @@ class Conn(asyncio.Protocol):
             self.transport.abort()
 
 
+# -- stream management (XEP-0198), client side ---------------------------------
+
+NS_SM = "urn:xmpp:sm:3"
+SM_ENABLE = f"<enable xmlns='{NS_SM}' resume='true'/>".encode()
+SM_REQUEST = f"<r xmlns='{NS_SM}'/>".encode()  # as the server writes it
+SM_STANZA_OPENINGS = (b"<message", b"<presence", b"<iq")
+
+
+class SmClient:
+    """XEP-0198 §4 on the client side of one stream, without an XML parser:
+    `h` counts the stanzas received since <enabled/> (the openings of
+    message, presence and iq elements: nothing here nests them, no carbons
+    or MAM), and each <r/> of the server is answered with <a h=''/> counting
+    what came before it (unless `answer` is False: a client that never
+    acknowledges). A tag cut across two reads is counted with the next."""
+
+    __slots__ = ("id", "h", "answer", "tail")
+
+    def __init__(self, resume_id: str | None, answer: bool = True) -> None:
+        self.id = resume_id
+        self.h = 0
+        self.answer = answer
+        self.tail = b""
+
+    @staticmethod
+    def _count(data: bytes, start: int, end: int) -> int:
+        # SM_STANZA_OPENINGS, unrolled: this runs on every read of the stream.
+        return (
+            data.count(b"<message", start, end)
+            + data.count(b"<presence", start, end)
+            + data.count(b"<iq", start, end)
+        )
+
+    def feed(self, conn: Conn, data: bytes) -> None:
+        joined = self.tail + data if self.tail else data
+        # Hold back an unfinished last tag short enough to be a cut marker;
+        # a longer one has its opening (and any <r/>) whole already.
+        cut = len(joined)
+        last = joined.rfind(b"<")
+        if last >= 0 and joined.find(b">", last) < 0 and cut - last < 32:
+            cut = last
+        self.tail = joined[cut:]
+        pos = 0
+        while True:
+            index = joined.find(SM_REQUEST, pos, cut)
+            if index < 0:
+                break
+            self.h += self._count(joined, pos, index)
+            pos = index + len(SM_REQUEST)
+            if self.answer:
+                conn.send(f"<a xmlns='{NS_SM}' h='{self.h % 2**32}'/>".encode())
+        self.h += self._count(joined, pos, cut)
+
+
+async def enable_sm(conn: Conn, answer: bool = True) -> SmClient:
+    """<enable resume='true'/> on a bound stream (XEP-0198 §3); from the
+    <enabled/> on, `conn.sm` counts and answers."""
+    conn.send(SM_ENABLE)
+    reply = await conn.expect(b"/>")
+    if b"<enabled" not in reply:
+        raise BenchError(f"{conn.user}: stream management refused: {reply[:300]!r}")
+    found = re.search(rb"""id=['"]([^'"]+)""", reply[reply.find(b"<enabled") :])
+    conn.sm = SmClient(found.group(1).decode() if found else None, answer)
+    rest = bytes(conn.buf)
+    if rest:
+        conn.sm.feed(conn, rest)
+    return conn.sm
+
+
+async def sm_login(port, user, resource, context, scram) -> Conn:
+    """login(), then stream management with resumption enabled."""
+    conn = await login(port, user, resource, context, scram)
+    try:
+        await enable_sm(conn)
+    except BaseException:
+        conn.abort()
+        raise
+    return conn
+
+
 # -- SCRAM-SHA-256, client side (RFC 5802 §3, §5; RFC 7677) --------------------
 
 
@@ -584,6 +670,17 @@ async def login(
     scram: ScramKeys,
 ) -> Conn:
     """A full login (connect, STARTTLS, SCRAM-SHA-256, bind); returns the bound stream."""
+    conn = await starttls_connection(port, user, context)
+    try:
+        await authenticate_and_bind(conn, user, resource, scram, STREAM_HEADER)
+    except BaseException:
+        conn.abort()
+        raise
+    return conn
+
+
+async def starttls_connection(port: int, user: str, context: ssl.SSLContext) -> Conn:
+    """Connect, stream header, STARTTLS, TLS handshake."""
     conn = await open_connection(Conn, port, user)
     try:
         conn.send(STREAM_HEADER)
@@ -594,7 +691,6 @@ async def login(
         await conn.expect(b"<proceed")
         conn.buf.clear()
         await conn.start_tls(context)
-        await authenticate_and_bind(conn, user, resource, scram, STREAM_HEADER)
     except BaseException:
         conn.abort()
         raise
@@ -605,6 +701,19 @@ async def authenticate_and_bind(
     conn, user: str, resource: str, scram: ScramKeys, open_stream: bytes
 ) -> None:
     """From the stream header (or <open/>) on: SCRAM-SHA-256, restart, bind."""
+    await authenticate(conn, user, scram, open_stream)
+    conn.send(
+        b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        b"<resource>" + resource.encode() + b"</resource></bind></iq>"
+    )
+    result = await conn.expect(b"</iq>")
+    if b"<jid>" not in result:
+        raise BenchError(f"{user}: bind failed: {result[:300]!r}")
+
+
+async def authenticate(conn, user: str, scram: ScramKeys, open_stream: bytes) -> bytes:
+    """From the stream header (or <open/>) on: SCRAM-SHA-256, restart; returns
+    the features after authentication."""
     conn.send(open_stream)
     features = await conn.expect(b"</stream:features>")
     if b">SCRAM-SHA-256<" not in features:
@@ -637,14 +746,7 @@ async def authenticate_and_bind(
         raise BenchError(f"{user}: bad server signature")
 
     conn.send(open_stream)
-    await conn.expect(b"</stream:features>")
-    conn.send(
-        b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-        b"<resource>" + resource.encode() + b"</resource></bind></iq>"
-    )
-    result = await conn.expect(b"</iq>")
-    if b"<jid>" not in result:
-        raise BenchError(f"{user}: bind failed: {result[:300]!r}")
+    return await conn.expect(b"</stream:features>")
 
 
 # -- XMPP over WebSocket (RFC 7395): a lean raw client -------------------------
@@ -1149,36 +1251,47 @@ async def scenario_messages(args) -> None:
         await run_messages(args, shipped_limits)
 
 
-async def run_messages(args, shipped_limits: bool) -> None:
+async def run_messages(args, shipped_limits: bool, sm: bool = False) -> tuple[float, float, int]:
+    """The messages scenario on a fresh server; `sm`: every session enables
+    stream management (XEP-0198) after the bind and acknowledges. Returns
+    measure_messages()'s (messages/s, server CPU us a message, lost)."""
     pairs, window, duration, coalesce = args.pairs, args.window, args.duration, args.coalesce
     print(
-        f"\n== messages{' on the shipped limits' if shipped_limits else ''}: {pairs} pairs, "
+        f"\n== messages{' with stream management' if sm else ''}"
+        f"{' on the shipped limits' if shipped_limits else ''}: {pairs} pairs, "
         f"{window} in flight per sender, {duration:g} s measured after 1 s warm-up, "
         + ("replies coalesced per read" if coalesce else "one write per message")
     )
     senders = [f"sender{i:03d}" for i in range(pairs)]
     receivers = [f"receiver{i:03d}" for i in range(pairs)]
-    server = Server(senders + receivers, "messages", shipped_limits)
+    server = Server(senders + receivers, "messages-sm" if sm else "messages", shipped_limits)
     conns: list[Conn] = []
     try:
         server.start()
         context, scram = client_tls_context(), ScramKeys()
         _, errors, _ = await run_logins(
-            server.port, senders + receivers, args.concurrency, context, scram, keep=conns
+            server.port,
+            senders + receivers,
+            args.concurrency,
+            context,
+            scram,
+            keep=conns,
+            flow=sm_login if sm else None,
         )
         if errors:
             raise BenchError(f"{errors} logins failed")
         by_user = {c.user: c for c in conns}
         # On the shipped limits each sender is held to XMPP_STANZAS_PER_SECOND:
         # the rate is what the limits allow, not a target; losing nothing is.
-        await measure_messages(
+        labels = (["SM"] if sm else []) + (["shipped limits"] if shipped_limits else [])
+        outcome = await measure_messages(
             server,
             by_user,
             senders,
             receivers,
             args,
-            prefix="[shipped limits] " if shipped_limits else "",
-            targets=not shipped_limits,
+            prefix=f"[{', '.join(labels)}] " if labels else "",
+            targets=not shipped_limits and not sm,
         )
         if not server.alive():
             raise BenchError(f"server died:\n{server.log()}")
@@ -1186,6 +1299,7 @@ async def run_messages(args, shipped_limits: bool) -> None:
         for conn in conns:
             conn.abort()
         server.stop(args.keep)
+    return outcome
 
 
 async def measure_messages(
@@ -1197,9 +1311,10 @@ async def measure_messages(
     prefix: str = "",
     coalesce: bool | None = None,
     targets: bool = True,
-) -> float:
+) -> tuple[float, float, int]:
     """The one-to-one message flow of the messages scenario over bound streams
-    (Conn or WsConn by user); reports and returns the delivered messages/s."""
+    (Conn or WsConn by user); reports and returns (delivered messages/s,
+    server CPU us a message, lost)."""
     pairs, window, duration = len(senders), args.window, args.duration
     coalesce = args.coalesce if coalesce is None else coalesce
 
@@ -1323,7 +1438,7 @@ async def measure_messages(
     )
     if problems:
         print(f"  {len(problems)} unexpected server answers, first: {problems[0]!r}")
-    return rate, cpu_us
+    return rate, cpu_us, lost
 
 
 async def scenario_presence(args) -> None:
@@ -1534,7 +1649,7 @@ async def scenario_websocket(args) -> None:
                 raise BenchError(f"{name}: {errors} logins failed")
             by_user = {c.user: c for c in conns}
             # A WebSocket message is one element (RFC 7395 §3.3): never coalesced.
-            msg_rates[name], msg_cpu[name] = await measure_messages(
+            msg_rates[name], msg_cpu[name], _ = await measure_messages(
                 server, by_user, senders, receivers, args, f"{name} ", False, targets=False
             )
             for conn in conns:
