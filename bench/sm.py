@@ -16,7 +16,7 @@ unless said otherwise, and stops it at the end whatever happens. The
 client side of XEP-0198 is load.SmClient: after the bind a session sends
 <enable resume='true'/> and waits for <enabled id=''/>; from then on it
 counts the stanzas it receives (message, presence and iq elements) and
-answers each <r/> of the server (which asks after XMPP_SM_ACK_EVERY = 10
+answers each <r/> of the server (which asks after XMPP_SM_ACK_EVERY = 25
 unacknowledged stanzas or XMPP_SM_ACK_DELAY = 2 s) with <a h=''/>, h being
 what it received before that <r/>. Targets are issue 14's.
 

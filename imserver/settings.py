@@ -64,7 +64,7 @@ XMPP_MAX_OUTGOING_BUFFER = env_int("XMPP_MAX_OUTGOING_BUFFER", 1024 * 1024)
 XMPP_SM_RESUME_TIMEOUT = env_int("XMPP_SM_RESUME_TIMEOUT", 300)  # seconds a dropped session waits
 XMPP_SM_MAX_RESUME_TIMEOUT = env_int("XMPP_SM_MAX_RESUME_TIMEOUT", 900)  # cap on the client's max
 XMPP_SM_MAX_QUEUE = env_int("XMPP_SM_MAX_QUEUE", 500)  # unacked stanzas a detached session keeps
-XMPP_SM_ACK_EVERY = env_int("XMPP_SM_ACK_EVERY", 10)  # unacked stanzas before the server asks
+XMPP_SM_ACK_EVERY = env_int("XMPP_SM_ACK_EVERY", 25)  # unacked stanzas before the server asks
 XMPP_SM_ACK_DELAY = float(os.environ.get("XMPP_SM_ACK_DELAY", "2.0"))  # seconds before it asks
 # RFC 7395 over ws:// on a development server: count the stream as secure
 # (PLAIN offered), as Prosody's consider_websocket_secure does.

@@ -175,13 +175,18 @@ def raw_login(
     password: str = PASSWORD,
     *,
     bind: bool = True,
+    direct_tls: bool = False,
 ) -> RawStream:
     """A RawStream logged in as user/resource: STARTTLS, SASL PLAIN (RFC 4616),
     the stream restart and resource binding (RFC 6120 §7); `bind=False` stops
-    after the restart (XEP-0198's <resume/> comes there). The features after
+    after the restart (XEP-0198's <resume/> comes there); `direct_tls`: on the
+    direct TLS port (XEP-0368) instead of STARTTLS. The features after
     the restart are kept in `stream.features`."""
-    stream = RawStream(server)
-    stream.starttls()
+    stream = RawStream(server, direct_tls=direct_tls)
+    if direct_tls:
+        stream.open()
+    else:
+        stream.starttls()
     token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
     stream.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
     stream.read_until("<success[^>]*(/>|>[^<]*</success>)")

@@ -97,10 +97,10 @@ def test_server_requests_acks_itself(xmpp_server):
     stream = raw_login(xmpp_server, "carol", "asked")
     try:
         enabled(stream)
-        for n in range(12):
+        for n in range(30):
             stream.send(message_to("carol@localhost/asked", f"self {n}"))
         received = stream.read_until(f"<r xmlns='{NS_SM}'/>").decode()
-        assert len(bodies(received)) >= 10
+        assert len(bodies(received)) >= 25
     finally:
         stream.close()
 
@@ -488,3 +488,51 @@ def test_a_resumed_session_stays_in_its_rooms(xmpp_server):
         resumed.close()
     finally:
         alice.close()
+
+
+def test_resume_over_direct_tls_of_a_starttls_session(xmpp_server):
+    """A session opened over STARTTLS is resumed on the direct TLS port (XEP-0368)."""
+    bob = raw_login(xmpp_server, "bob", "tls-roam")
+    previd = enabled(bob)
+    bob.close()
+    time.sleep(0.3)
+    again = raw_login(xmpp_server, "bob", "x", bind=False, direct_tls=True)
+    try:
+        again.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+        assert "<resumed" in again.read_until(b"<resumed").decode()
+        again.send("<iq type='get' id='who' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert 'to="bob@localhost/tls-roam"' in again.read_until("id=.who.").decode()
+    finally:
+        again.send("</stream:stream>")
+        again.close()
+
+
+def test_a_full_detached_queue_sends_its_oldest_messages_to_offline_storage(tmp_path_factory):
+    """XMPP_SM_MAX_QUEUE bounds what a detached session keeps: past it, its
+    oldest unacknowledged messages go to offline storage (the account's next
+    initial presence gets them); the rest are resent on resumption."""
+    with private_server(tmp_path_factory, "sm-queue", XMPP_SM_MAX_QUEUE="3") as server:
+
+        async def scenario():
+            bob = await asyncio.to_thread(raw_login, server, "bob", "phone")
+            previd = await asyncio.to_thread(enabled, bob)
+            bob.close()
+            await asyncio.sleep(0.5)
+            alice = await connect(server, "alice", "sender")
+            try:
+                for n in range(5):
+                    alice.send_message(mto="bob@localhost/phone", mbody=f"q{n}", mtype="chat")
+                await asyncio.sleep(0.5)
+                again = await asyncio.to_thread(raw_login, server, "bob", "x", bind=False)
+                again.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+                resent = await asyncio.to_thread(again.read_until, b"q4</body>")
+                assert bodies(resent) == ["q2", "q3", "q4"]
+                laptop = await connect(server, "bob", "laptop")
+                got = [await asyncio.wait_for(laptop.messages.get(), 10) for _ in range(2)]
+                assert [m["body"] for m in got] == ["q0", "q1"]
+                again.close()
+                await disconnect(laptop)
+            finally:
+                await disconnect(alice)
+
+        asyncio.run(scenario())

@@ -159,14 +159,17 @@ class StreamManagement:
         if len(self.unacked) >= self.ack_every:
             self._request(session)
         elif self._request_timer is None:
+            # One timer at a time, left to run out rather than re-armed per
+            # burst: a request it finds already out costs nothing.
             self._request_timer = asyncio.get_running_loop().call_later(
-                self.ack_delay, self._request, session
+                self.ack_delay, self._timer_fired, session
             )
 
+    def _timer_fired(self, session: BoundSession) -> None:
+        self._request_timer = None
+        self._request(session)
+
     def _request(self, session: BoundSession) -> None:
-        if self._request_timer is not None:
-            self._request_timer.cancel()
-            self._request_timer = None
         if not self.unacked or self._requested:
             return
         if session.write_nonza(REQUEST):
