@@ -62,9 +62,13 @@ async def connect(
     password: str = PASSWORD,
     presence: bool = True,
     timeout: float = 10,
+    plugins: tuple[str, ...] = (),
 ) -> Client:
-    """Log in as `user` over STARTTLS (or direct TLS) and wait for the session."""
+    """Log in as `user` over STARTTLS (or direct TLS) and wait for the session;
+    `plugins`: more slixmpp plugins to register first (e.g. "xep_0198")."""
     client = Client(server.jid(user, resource), password, mechanism)
+    for name in plugins:
+        client.register_plugin(name)
     if direct_tls:
         client.enable_starttls = False
         client.enable_direct_tls = True

@@ -87,10 +87,18 @@ async def wait_until(predicate, what: str, timeout: float = TIMEOUT) -> None:
 
 
 async def login(server, user: str) -> Client:
-    """A client as most are: roster get (RFC 6121 §2.2), then initial presence."""
-    client = await connect(server, user, "phone", presence=False)
+    """A client as most mobile ones are: stream management with resumption
+    (XEP-0198) and carbons (XEP-0280) on, roster get (RFC 6121 §2.2), then
+    initial presence."""
+    client = await connect(
+        server, user, "phone", presence=False, plugins=("xep_0198", "xep_0280", "xep_0352")
+    )
     client.auto_authorize = None  # answer subscription requests by hand
     client.auto_subscribe = None
+    await wait_until(
+        lambda: _true(client.plugin["xep_0198"].enabled_in), "stream management to be enabled"
+    )
+    await asyncio.wait_for(client.plugin["xep_0280"].enable(), TIMEOUT)
     await asyncio.wait_for(client.get_roster(), TIMEOUT)
     client.send_presence()
     return client
@@ -124,6 +132,10 @@ async def wait_for_request(client: Client, sender: Client) -> None:
     )
 
 
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def _is_both(client: Client, other: Client) -> bool:
     return subscription(client, other) == "both"
 
@@ -144,7 +156,8 @@ async def drain_until(queue: asyncio.Queue, wanted: set[str], key, timeout: floa
 
 
 def test_routing_messages_and_presence_waits_on_no_query(sql_logging_server):
-    """Once two contacts with a 'both' subscription are logged in, chat
+    """Once two contacts with a 'both' subscription are logged in (with
+    stream management, carbons and, later, client state indication on), chat
     messages between their full JIDs and to their bare JIDs (RFC 6121
     §8.5.2, §8.5.3), and the presence updates each broadcasts to the other
     (§4.4.2), are routed from memory, while messages to an offline account
@@ -203,6 +216,17 @@ def test_routing_messages_and_presence_waits_on_no_query(sql_logging_server):
                     statuses,
                     lambda p, o=other: p["status"] if p["from"] == o.boundjid else None,
                 )
+            # Romeo's app goes to the background (XEP-0352): juliet's presence
+            # updates are held for him, her messages still reach him at once.
+            romeo.plugin["xep_0352"].send_inactive()
+            await asyncio.sleep(0.2)
+            for i in range(PRESENCE_UPDATES):
+                juliet.send_presence(pstatus=f"background {i}")
+            for i in range(MESSAGES):
+                juliet.send_message(mto=romeo.boundjid.full, mbody=f"inactive {i}", mtype="chat")
+            await drain_until(
+                romeo.messages, {f"inactive {i}" for i in range(MESSAGES)}, lambda m: m["body"]
+            )
             await asyncio.sleep(0.5)  # anything the routing spawned has run by now
 
             routed_sql = sql_lines(server.log()[start:])

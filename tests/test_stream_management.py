@@ -10,6 +10,9 @@ import re
 import signal
 import time
 
+import pytest
+from slixmpp.exceptions import IqError
+
 from .clients import connect, disconnect, raw_login
 from .conftest import PASSWORD, private_server, start_server, stop_server
 from .test_websocket import WsStream
@@ -208,8 +211,9 @@ def test_a_clean_close_ends_the_session(xmpp_server):
 def test_expired_session_keeps_nothing_but_loses_nothing(tmp_path_factory):
     """A detached session that is not resumed within its time ends: the
     messages it never acknowledged go to offline storage (the next login gets
-    them); its id then gets <failed h=''><item-not-found/>."""
-    with private_server(tmp_path_factory, "sm-expiry", XMPP_SM_RESUME_TIMEOUT="1") as server:
+    them), an IQ waiting for it gets an error; its id then gets
+    <failed h=''><item-not-found/>."""
+    with private_server(tmp_path_factory, "sm-expiry", XMPP_SM_RESUME_TIMEOUT="2") as server:
 
         async def scenario():
             bob = await asyncio.to_thread(raw_login, server, "bob", "phone")
@@ -221,7 +225,14 @@ def test_expired_session_keeps_nothing_but_loses_nothing(tmp_path_factory):
                     alice.send_message(mto="bob@localhost", mbody=f"unacked {n}", mtype="chat")
                 await asyncio.to_thread(bob.read_until, b"unacked 1</body>")
                 bob.close()
-                await asyncio.sleep(2.5)
+                await asyncio.sleep(0.3)
+                # An IQ kept for the detached session is answered with an
+                # error when it expires (RFC 6121 §8.5.3.2.3).
+                ping = alice.plugin["xep_0199"].send_ping("bob@localhost/phone", timeout=10)
+                with pytest.raises(IqError) as refused:
+                    await ping
+                assert refused.value.iq["error"]["condition"] == "service-unavailable"
+                await asyncio.sleep(0.5)
                 stale = await asyncio.to_thread(raw_login, server, "bob", "x", bind=False)
                 stale.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
                 failed = (await asyncio.to_thread(stale.read_until, b"</failed>")).decode()
@@ -536,3 +547,40 @@ def test_a_full_detached_queue_sends_its_oldest_messages_to_offline_storage(tmp_
                 await disconnect(alice)
 
         asyncio.run(scenario())
+
+
+def test_a_carbon_copy_counts_as_a_stanza(xmpp_server):
+    """XEP-0280 with XEP-0198: a carbon copy is a stanza like any other: an
+    <a/> that counts every stanza received, the copy included, is accepted,
+    and one more is too high."""
+    phone = raw_login(xmpp_server, "carol", "phone")
+    try:
+        enabled(phone)
+        phone.send("<iq type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        seen = phone.read_until("id=.carbons.").decode()
+        phone.send("<presence/>")
+        seen += phone.read_until('from="carol@localhost/phone"').decode()
+
+        async def scenario():
+            alice = await connect(xmpp_server, "alice", "carbon-sender")
+            try:
+                alice.send_message(mto="carol@localhost", mbody="copied", mtype="chat")
+                # carol/desk, of higher priority, gets it; the phone a copy.
+                return await asyncio.to_thread(phone.read_until, b"copied</body>")
+            finally:
+                await disconnect(alice)
+
+        desk = raw_login(xmpp_server, "carol", "desk")
+        desk.send("<presence><priority>1</priority></presence>")
+        seen += asyncio.run(scenario()).decode()
+        assert '<received xmlns="urn:xmpp:carbons:2"' in seen
+        counted = len(re.findall(r"<(?:message|presence|iq)[ >/]", seen)) - len(
+            re.findall(r"<forwarded[^>]*><message", seen)
+        )
+        phone.send(f"<a xmlns='{NS_SM}' h='{counted}'/>")
+        assert ack(phone) == 2  # accepted, the stream goes on: its IQ and presence
+        phone.send(f"<a xmlns='{NS_SM}' h='{counted + 1}'/>")
+        assert "handled-count-too-high" in phone.read_to_close().decode()
+        desk.close()
+    finally:
+        phone.close()
