@@ -7,9 +7,6 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imserver.settings")
-    from imserver.event_loop import choose
-
-    choose()  # before Django loads the daphne app, which makes the loop
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

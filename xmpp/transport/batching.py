@@ -10,7 +10,10 @@ output register here, and one callback per loop turn flushes them all.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Flushable(Protocol):
@@ -35,4 +38,15 @@ class WriteBatcher:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
         for stream in dirty:
-            stream.flush()
+            try:
+                stream.flush()
+            except Exception:
+                # One connection failing under its transport must not keep
+                # the others' output of this turn from leaving.
+                log.exception("flushing %r failed; closing it", stream)
+                abort = getattr(stream, "abort", None)
+                if abort is not None:
+                    try:
+                        abort()
+                    except Exception:
+                        log.exception("could not abort %r", stream)

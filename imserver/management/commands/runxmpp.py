@@ -77,13 +77,11 @@ class Command(BaseCommand):
             connections.close_all()  # so the next queries open logged connections
             install_query_logger()
 
-        # Twisted's asyncio reactor is installed by now (on uvloop by manage.py,
-        # imserver/event_loop.py; else by importing daphne.server, on a loop
-        # of asyncio's own); its loop becomes the loop of the whole server.
+        # Importing daphne.server installs Twisted's asyncio reactor on a loop
+        # of its own; that loop becomes the loop of the whole server.
         import daphne.server  # noqa: F401
         from twisted.internet import defer, reactor
 
-        from imserver.event_loop import loop_name
         from xmpp.server import XmppServer
 
         loop = reactor._asyncioEventloop
@@ -105,14 +103,13 @@ class Command(BaseCommand):
 
         reactor.addSystemEventTrigger("before", "shutdown", shutdown)
         log.info(
-            "serving %s: c2s %s, c2s direct TLS %s, http %s, https %s (open files limit %d, %s)",
+            "serving %s: c2s %s, c2s direct TLS %s, http %s, https %s (open files limit %d)",
             settings.XMPP_DOMAIN,
             c2s_port or "off",
             c2s_tls_port or "off",
             http_port or "off",
             https_port or "off",
             files,
-            loop_name(loop),
         )
         if http_port or https_port:
             from channels.routing import get_default_application
