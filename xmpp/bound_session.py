@@ -251,7 +251,7 @@ class BoundSession:
             self._stream.too_slow()
             return
         transport.write(transport.framing.stanza(data))
-        if sm is not None:
+        if sm is not None and not sm.requested:
             sm.after_send(self)
 
     def _message_waits(self, data: bytes) -> None:

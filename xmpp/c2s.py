@@ -467,8 +467,11 @@ class ClientStream(XmlStream):
         if sm is None:
             return self._route_stanza(stanza, session)
         # XEP-0198 §4: counted as handled once delivered or stored (handled.py).
-        with handled.collecting() as waits:
+        outer = handled.begin()
+        try:
             result = self._route_stanza(stanza, session)
+        finally:
+            waits = handled.end(outer)
         sm.stanza_received(waits)
         return result
 

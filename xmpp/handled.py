@@ -11,15 +11,13 @@ inbound stanza, code that defers a durable write registers the future that
 completes with it here (`wait_for`); the stream then acknowledges the
 stanza when those futures are done (xmpp/stream_management.py).
 
-The event loop routes one stanza at a time, and `collecting` spans only the
+The event loop routes one stanza at a time, and `begin`/`end` span only the
 synchronous `router.route` call, so one module-level list suffices.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 _waits: list[asyncio.Future] | None = None
 
@@ -35,12 +33,15 @@ def collecting_wanted() -> bool:
     return _waits is not None
 
 
-@contextmanager
-def collecting() -> Iterator[list[asyncio.Future]]:
-    """Around one synchronous routing: the futures its handling waits for."""
+def begin() -> list[asyncio.Future] | None:
+    """Before one synchronous routing: start collecting; pass the result to end()."""
     global _waits
     outer, _waits = _waits, []
-    try:
-        yield _waits
-    finally:
-        _waits = outer
+    return outer
+
+
+def end(outer: list[asyncio.Future] | None) -> list[asyncio.Future]:
+    """After it: the futures its handling waits for."""
+    global _waits
+    waits, _waits = _waits, outer
+    return waits

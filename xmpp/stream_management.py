@@ -87,7 +87,7 @@ class StreamManagement:
         "sent",
         "acked",
         "unacked",
-        "_requested",
+        "requested",
         "_request_timer",
         "_expiry",
     )
@@ -103,7 +103,7 @@ class StreamManagement:
         self.sent = 0  # stanzas to the client since <enable/>
         self.acked = 0  # of those, acknowledged by the client
         self.unacked: deque[tuple[int, bytes]] = deque()  # (number, stanza) not acknowledged
-        self._requested = False  # an <r/> is out
+        self.requested = False  # an <r/> is out
         self._request_timer: asyncio.TimerHandle | None = None
         self._expiry: asyncio.TimerHandle | None = None
 
@@ -154,7 +154,7 @@ class StreamManagement:
 
     def after_send(self, session: BoundSession) -> None:
         """Ask for an ack when enough is unacknowledged, or soon after the first."""
-        if self._requested:
+        if self.requested:
             return
         if len(self.unacked) >= self.ack_every:
             self._request(session)
@@ -170,20 +170,20 @@ class StreamManagement:
         self._request(session)
 
     def _request(self, session: BoundSession) -> None:
-        if not self.unacked or self._requested:
+        if not self.unacked or self.requested:
             return
         if session.write_nonza(REQUEST):
-            self._requested = True
+            self.requested = True
 
     def answered(self, session: BoundSession) -> None:
         """An <a/> came: the request (if any) is answered."""
-        self._requested = False
+        self.requested = False
         if self.unacked:
             self.after_send(session)
 
     def stream_changed(self) -> None:
         """A new stream (resumption) or none (detached): no request is out on it."""
-        self._requested = False
+        self.requested = False
         if self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
