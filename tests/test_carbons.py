@@ -340,6 +340,27 @@ def test_only_chat_and_normal_with_a_body_are_copied(xmpp_server, pair):
     run(scenario)
 
 
+def test_a_direct_invitation_without_a_body_is_copied(xmpp_server, pair):
+    """§6: a direct invitation (XEP-0249), a normal message with no body, is
+    copied all the same."""
+    user, contact = pair
+    invitation = "<x xmlns='jabber:x:conference' jid='somewhere@conference.localhost'/>"
+
+    async def scenario():
+        on1, on2, off = await three_resources(xmpp_server, user)
+        other = await login(xmpp_server, contact, "r")
+        try:
+            send(other, on1.boundjid.full, None, mtype="", extra=invitation)
+            await settle(xmpp_server, other, on1, on2, off)
+            copy = await on2.wait_for(lambda s: forwarded(s, "received") is not None, timeout=1)
+            inner = forwarded(copy, "received")
+            assert inner.find("{jabber:x:conference}x") is not None
+        finally:
+            await disconnect(on1, on2, off, other)
+
+    run(scenario)
+
+
 def test_disable_stops_the_copies_of_that_session(xmpp_server, pair):
     """§5: once on2 disables carbons it gets no more copies; on1 still does."""
     user, contact = pair
@@ -428,9 +449,10 @@ def test_a_forged_carbon_from_a_contact_is_not_made_a_carbon(xmpp_server, pair):
 
 def test_muc_private_messages_sent_are_copied_groupchat_and_received_are_not(xmpp_server, pair):
     """§6: a private message on1 sends to an occupant is its own and is
-    copied to on2 as sent; one it receives from an occupant, and a room's
-    mediated invitation (XEP-0045 §7.8.2), are from a MUC room and are not
-    copied; groupchat messages are never copied."""
+    copied to on2 as sent; one it receives from an occupant is from a MUC
+    room and is not copied; a room's mediated invitation (XEP-0045 §7.8.2)
+    to the bare JID is copied, as received, to the enabled resources it did
+    not reach; groupchat messages are never copied."""
     user, contact = pair
     room = f"carbons-room-{contact}"
     room_jid = f"{room}@{SERVICE}"
@@ -457,6 +479,11 @@ def test_muc_private_messages_sent_are_copied_groupchat_and_received_are_not(xmp
             await off.wait_for(lambda s: s.get("from") == room_jid, timeout=1)  # the invitation
             copy = await on2.wait_for(carbon("sent", "pm out"), timeout=1)
             assert forwarded(copy, "sent").get("to") == f"{room_jid}/contact"
+            for resource in (on1, on2):
+                invitation = await resource.wait_for(
+                    lambda s: any_carbon(s) and forwarded(s, "received") is not None, timeout=1
+                )
+                assert forwarded(invitation, "received").get("from") == room_jid
             assert not any(any_carbon(s) for s in on2.inbox), [ET.tostring(s) for s in on2.inbox]
             assert not any(any_carbon(s) for s in on1.inbox)
         finally:

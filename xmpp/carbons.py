@@ -26,7 +26,8 @@ never groupchat, headline or error (error copies would need the server to
 track which message an error answers, which §6 itself finds unlikely to be
 appropriate), nor a message from a MUC room or service (§6: this includes
 private messages from occupants, which the room delivers past the router
-anyway; a room's invitations carry <x xmlns='muc#user'/>). A private message
+anyway), except a room's mediated invitation (XEP-0045 §7.8.2), which §6
+says to copy as it does a direct one (XEP-0249). A private message
 a user sends to an occupant is the user's own and is copied as sent. Never
 copied: a message with <private xmlns='urn:xmpp:carbons:2'/> (§9), which is
 removed before delivery to a local recipient, or with XEP-0334's <no-copy/>,
@@ -62,6 +63,8 @@ SENT = f"{{{NS_CARBONS}}}sent"
 NO_COPY = "{urn:xmpp:hints}no-copy"
 BODY = "{jabber:client}body"
 MUC_USER = "{http://jabber.org/protocol/muc#user}x"
+MUC_INVITE = "{http://jabber.org/protocol/muc#user}invite"
+DIRECT_INVITATION = "{jabber:x:conference}x"  # XEP-0249
 
 # Key of AccountState.data: the account's carbons-enabled sessions.
 ENABLED = "carbons.enabled"
@@ -133,7 +136,8 @@ def copy_to_other_resources(
     if sender_enabled:
         got_original = _recipients(stanza, to, router) if to_self else ()
         _send_copies(router, SENT, stanza, origin.bare_str, sender_enabled, origin, got_original)
-    if recipient_enabled and not to_self and sender.local and stanza.find(MUC_USER) is None:
+    from_room = stanza.find(MUC_USER) is not None and not _invitation(stanza)
+    if recipient_enabled and not to_self and sender.local and not from_room:
         got_original = _recipients(stanza, to, router)
         if got_original:  # else stored offline or bounced: nobody to copy beside
             bare_str = str(to.bare)
@@ -142,11 +146,21 @@ def copy_to_other_resources(
             )
 
 
+def _invitation(stanza: Element) -> bool:
+    """§6: a direct (XEP-0249) or mediated (XEP-0045 §7.8.2) invitation,
+    which SHOULD be carbon-copied, body or not."""
+    if stanza.find(DIRECT_INVITATION) is not None:
+        return True
+    x = stanza.find(MUC_USER)
+    return x is not None and x.find(MUC_INVITE) is not None
+
+
 def _eligible(stanza: Element) -> bool:
-    """§6: chat, or normal with a body; not a carbon itself; not no-copy (XEP-0334)."""
+    """§6: chat, or normal with a body or an invitation; not a carbon itself;
+    not no-copy (XEP-0334)."""
     message_type = stanza.get("type", "normal")
     if message_type == "normal":
-        if stanza.find(BODY) is None:
+        if stanza.find(BODY) is None and not _invitation(stanza):
             return False
     elif message_type != "chat":
         return False
