@@ -88,6 +88,7 @@ from django.db import transaction
 
 from .models import PushRegistration
 from .plugins import IqRequest, plugins
+from .prepared import PreparedQuery
 from .protocol.errors import StanzaError
 from .protocol.jid import JID, InvalidJID
 from .protocol.xml import NS_CLIENT, NS_STANZA_ERRORS, serialize, split_tag
@@ -357,14 +358,18 @@ async def load_all(host: str):
     return stop
 
 
+# Read at every first bind of an account (xmpp/prepared.py: compiled once).
+_ACCOUNT_ROWS = PreparedQuery(
+    lambda user_id: PushRegistration.objects.filter(user_id=user_id).values_list(
+        "service", "node", "publish_options"
+    )
+)
+
+
 @plugins.account_loader
 def load_on_bind(account: AccountState, user_id: int) -> None:
     """The account's stored rows, merged on the loop by `reset_on_bind`."""
-    account.data[LOADED_ROWS] = list(
-        PushRegistration.objects.filter(user_id=user_id).values_list(
-            "service", "node", "publish_options"
-        )
-    )
+    account.data[LOADED_ROWS] = list(_ACCOUNT_ROWS.rows(user_id))
 
 
 @plugins.on_session_bound
