@@ -159,6 +159,33 @@ def test_offline_message_is_delivered_at_initial_presence_with_a_delay(xmpp_serv
     asyncio.run(scenario())
 
 
+def test_a_message_stored_while_the_account_is_loaded_reaches_its_next_resource(
+    xmpp_server, accounts
+):
+    """The account is loaded (a session bound, never available) when it has
+    no stored message; a message then goes to offline storage; a second
+    resource's initial presence still gets it (the account's "nothing
+    stored" mark from its load is not trusted past a store)."""
+    register(xmpp_server, "offline-loaded")
+
+    async def scenario():
+        idle = await open_session(xmpp_server, "offline-loaded", "idle")
+        sender = await connect(xmpp_server, SENDER, "loaded")
+        try:
+            await send_messages(sender, xmpp_server, xmpp_server.jid("offline-loaded"), ["kept"])
+            await asyncio.sleep(0.3)  # committed (group commit, no timer)
+            back = await login(xmpp_server, "offline-loaded", "back")
+            try:
+                assert bodies(received(back)) == ["kept"]
+                assert received(idle) == []
+            finally:
+                await disconnect(back)
+        finally:
+            await disconnect(idle, sender)
+
+    asyncio.run(scenario())
+
+
 def test_offline_messages_arrive_in_the_order_they_were_sent(xmpp_server, accounts):
     """Stored messages are delivered oldest first (XEP-0160 §2)."""
     texts = [f"message {n}" for n in range(20)]

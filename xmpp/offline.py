@@ -15,7 +15,9 @@ account with no available resource of non-negative priority (RFC 6121
   the server's domain stamped with the time it arrived (XEP-0160 §2).
 
 A session's first available presence with a non-negative priority gets the
-stored messages, oldest first, and they are deleted (XEP-0160 §2 step 5),
+stored messages, oldest first, and they are deleted (XEP-0160 §2 step 5);
+an account loaded at bind with nothing stored, and nothing stored or on its
+way since, skips that read (most logins),
 unless the account is reading them with XEP-0013: once a session has asked
 about the offline node or sent an <offline/> request, no session of the
 account is flooded while it lasts (XEP-0013 §2.2, §2.6), and messages are
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING
 from xml.etree.ElementTree import Element, SubElement
 
@@ -57,6 +60,7 @@ from .writer import BatchedWriter
 if TYPE_CHECKING:
     from .bound_session import BoundSession
     from .router import Router
+    from .sessions import AccountState
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,9 @@ STORED_TYPES = (None, "normal", "chat")  # XEP-0160 §3
 
 # account.data key: the sessions of the account that chose XEP-0013.
 FLEXIBLE_SESSIONS = "offline.flexible_sessions"
+# account.data key: False when the account had no stored message at its
+# load and none was stored since (deliver_on_initial_presence skips the read).
+MAY_HAVE_STORED = "offline.may_have_stored"
 MAX_BATCH = 500
 # Names per `IN (...)` query; old SQLite builds allow 999 variables.
 LOOKUP_CHUNK = 900
@@ -156,9 +163,31 @@ async def deliver_on_initial_presence(session: BoundSession) -> None:
         return  # XEP-0160 §2 step 5: only non-negative available presence
     if _flexible_sessions(session):
         return  # XEP-0013 §2.2: no flood while the account reads with it
+    account = session.account
+    if (
+        account is not None
+        and account.data.get(MAY_HAVE_STORED) is False
+        and not offline_queue.storing(session.jid.local)
+    ):
+        # Nothing was stored when the account was loaded at bind, nothing
+        # has been since, and no store is on its way: no read, no thread hop.
+        return
     job = DeliverJob(session, asyncio.get_running_loop().create_future())
     offline_queue.submit(job, session.server.router)
     await job.done
+
+
+# Read once when an account is loaded at bind (in the loaders' one thread
+# hop): whether it has any stored message at all, so that the initial
+# presence of an account with none (most logins) costs no read of its own.
+_ANY_STORED = PreparedQuery(
+    lambda user_id: OfflineMessage.objects.filter(user_id=user_id).values_list("id")[:1]
+)
+
+
+@plugins.account_loader
+def note_stored_messages(account: AccountState, user_id: int) -> None:
+    account.data[MAY_HAVE_STORED] = bool(_ANY_STORED.rows(user_id))
 
 
 def forget_flexible_session(session: BoundSession) -> None:
@@ -186,7 +215,7 @@ plugins.on_session_closed(forget_flexible_session)
 
 
 class StoreJob:
-    __slots__ = ("router", "stanza", "local", "text", "when", "done")
+    __slots__ = ("router", "stanza", "local", "text", "when", "done", "on_its_way")
 
     def __init__(
         self, router: Router, stanza: Element, local: str, text: str, when: datetime.datetime
@@ -197,6 +226,7 @@ class StoreJob:
         self.text = text
         self.when = when
         self.done: asyncio.Future | None = None  # set when stored or refused
+        self.on_its_way = False  # counted in OfflineQueue.storing
 
     @staticmethod
     async def run(jobs: list[StoreJob]) -> None:
@@ -213,11 +243,17 @@ class StoreJob:
                 # XEP-0191 §3.3 (blocked), RFC 6121 §8.5.1 (no such account),
                 # XEP-0160 §2 step 3 (queue full).
                 job.router.bounce(job.stanza, StanzaError("service-unavailable"))
-            elif plugins.offline_stored_hooks:
-                _stored(job)
+            else:
+                account = job.router.sessions.account(JID(job.local, job.router.domain, ""))
+                if account is not None:
+                    account.data[MAY_HAVE_STORED] = True
+                if plugins.offline_stored_hooks:
+                    _stored(job)
             job.settled()
 
     def settled(self) -> None:
+        """Stored or refused: no longer on its way (OfflineQueue.storing)."""
+        offline_queue.stored_or_refused(self)
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 
@@ -331,9 +367,26 @@ class OfflineQueue:
             max_batch=MAX_BATCH,
             batch_kind=type,
         )
+        self._storing: Counter[str] = Counter()  # StoreJobs submitted, not yet settled
 
     def submit(self, job: StoreJob | DeliverJob, router: Router | None = None) -> None:
+        if isinstance(job, StoreJob):
+            self._storing[job.local] += 1
+            job.on_its_way = True
         self.writer.submit(job)
+
+    def storing(self, local: str) -> bool:
+        """Whether a message for `local` is on its way to storage."""
+        return self._storing.get(local, 0) > 0
+
+    def stored_or_refused(self, job: StoreJob) -> None:
+        if job.on_its_way:
+            job.on_its_way = False
+            left = self._storing[job.local] - 1
+            if left > 0:
+                self._storing[job.local] = left
+            else:
+                del self._storing[job.local]
 
     async def flush(self) -> None:
         await self.writer.flush()
