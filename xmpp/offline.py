@@ -15,13 +15,13 @@ account with no available resource of non-negative priority (RFC 6121
   the server's domain stamped with the time it arrived (XEP-0160 §2).
 
 A session's first available presence with a non-negative priority gets the
-stored messages, oldest first, and they are deleted (XEP-0160 §2 step 5);
-an account loaded at bind with nothing stored, and nothing stored or on its
-way since, skips that read (most logins),
+stored messages, oldest first, and they are deleted (XEP-0160 §2 step 5),
 unless the account is reading them with XEP-0013: once a session has asked
 about the offline node or sent an <offline/> request, no session of the
 account is flooded while it lasts (XEP-0013 §2.2, §2.6), and messages are
-only removed on request (§2.5).
+only removed on request (§2.5). An account loaded at bind with nothing
+stored, and nothing stored or on its way since, skips that read (most
+logins: one thread hop fewer).
 
 Writes and deliveries go through one queue per process (OfflineQueue), a
 group-commit BatchedWriter (xmpp/writer.py): messages stay in the order they
