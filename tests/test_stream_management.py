@@ -584,3 +584,43 @@ def test_a_carbon_copy_counts_as_a_stanza(xmpp_server):
         desk.close()
     finally:
         phone.close()
+
+
+def test_an_expired_session_does_not_store_its_carbon_copies(tmp_path_factory):
+    """What an expired session never acknowledged goes to offline storage,
+    but not the carbon copies (XEP-0280) among it: their originals reached
+    another resource, and storing them would deliver a message twice."""
+    with private_server(tmp_path_factory, "sm-carbons", XMPP_SM_RESUME_TIMEOUT="1") as server:
+
+        async def scenario():
+            phone = await asyncio.to_thread(raw_login, server, "bob", "phone")
+            await asyncio.to_thread(enabled, phone)
+            phone.send("<iq type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+            await asyncio.to_thread(phone.read_until, "id=.carbons.")
+            phone.send("<presence/>")
+            desk = await connect(server, "bob", "desk")
+            desk.send_presence(ppriority=1)
+            alice = await connect(server, "alice", "sender")
+            try:
+                await asyncio.sleep(0.3)
+                alice.send_message(mto="bob@localhost", mbody="to the desk", mtype="chat")
+                assert (await asyncio.wait_for(desk.messages.get(), 10))["body"] == "to the desk"
+                await asyncio.to_thread(phone.read_until, b"to the desk</body>")
+                await disconnect(desk)
+                phone.close()  # the carbon is never acknowledged
+                await asyncio.sleep(2.0)  # the phone's session expires
+                laptop = await asyncio.to_thread(raw_login, server, "bob", "laptop")
+                try:
+                    laptop.send("<presence/>")
+                    laptop.send(
+                        "<iq type='get' id='last' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+                    )
+                    # The initial presence's offline delivery comes before the ping's answer.
+                    seen = (await asyncio.to_thread(laptop.read_until, "id=.last.")).decode()
+                    assert "carbons" not in seen and "to the desk" not in seen, seen
+                finally:
+                    laptop.close()
+            finally:
+                await disconnect(alice)
+
+        asyncio.run(scenario())

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 NS_SM = "urn:xmpp:sm:3"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+CARBON_WRAPPER_PREFIX = "{urn:xmpp:carbons:2}"
 H_MODULO = 2**32  # §4: h wraps at 2^32
 REQUEST = f"<r xmlns='{NS_SM}'/>".encode()
 # §5: the ids of sessions that expired, so that a late <resume/> learns the
@@ -255,6 +256,8 @@ def give_up(session: BoundSession, stanzas: list[bytes], *, still_bound: bool) -
             continue  # presence and room traffic are current state, not mail
         if storage_decision(stanza) != "keep":
             continue  # chat states only
+        if any(child.tag.startswith(CARBON_WRAPPER_PREFIX) for child in stanza):
+            continue  # a carbon copy (XEP-0280): the original reached another resource
         try:
             sender = JID.parse(stanza.get("from") or router.domain)
         except InvalidJID:
