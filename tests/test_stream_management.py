@@ -624,3 +624,36 @@ def test_an_expired_session_does_not_store_its_carbon_copies(tmp_path_factory):
                 await disconnect(alice)
 
         asyncio.run(scenario())
+
+
+def test_a_resumed_stream_is_active_again(xmpp_server):
+    """XEP-0352 §6 with XEP-0198: the CSI state is not restored by a
+    resumption; the stream is active, so what was held for the inactive
+    client (a chat state) comes right after <resumed/>."""
+    bob = raw_login(xmpp_server, "bob", "asleep")
+    previd = enabled(bob)
+    bob.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+    composing = (
+        "<message to='bob@localhost/asleep' type='chat'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    )
+
+    async def send_chat_state():
+        alice = await connect(xmpp_server, "alice", "typing")
+        try:
+            alice.send_raw(composing)
+            await alice.plugin["xep_0199"].send_ping(xmpp_server.domain, timeout=10)
+        finally:
+            await disconnect(alice)
+
+    asyncio.run(send_chat_state())
+    bob.close()
+    time.sleep(0.3)
+    again = raw_login(xmpp_server, "bob", "x", bind=False)
+    try:
+        again.send(f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+        got = again.read_until(b"composing", timeout=5).decode()
+        assert got.index("<resumed") < got.index("composing")
+    finally:
+        again.send("</stream:stream>")
+        again.close()

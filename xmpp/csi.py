@@ -307,7 +307,12 @@ def client_inactive(stream: ClientStream, el: Element) -> None:
 
 def client_active(stream: ClientStream, el: Element) -> None:
     """XEP-0352 §5: send what was held, in order, and hold nothing more."""
-    session = stream.session
+    become_active(stream.session)
+
+
+def become_active(session: BoundSession) -> None:
+    """Active again: what was held goes out, in order. Also on a XEP-0198
+    resumption, which "always defaults to 'active'" (XEP-0352 §6)."""
     gate, session.csi = session.csi, None
     if gate is not None:
         gate.flush()
@@ -325,6 +330,7 @@ def register(registry: PluginRegistry) -> None:
     registry.nonza(f"{{{NS_CSI}}}inactive", before_bind=False, after_bind=True)(client_inactive)
     registry.nonza(f"{{{NS_CSI}}}active", before_bind=False, after_bind=True)(client_active)
     registry.on_session_closed(session_closed)
+    registry.on_session_resumed(become_active)
 
 
 register(plugins)

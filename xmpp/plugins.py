@@ -185,6 +185,7 @@ class PluginRegistry:
     account_loaders: list[AccountLoader] = field(default_factory=list)
     initial_presence_hooks: list[SessionHook] = field(default_factory=list)
     session_closed_hooks: list[SessionHook] = field(default_factory=list)
+    session_resumed_hooks: list[SessionHook] = field(default_factory=list)
     stanza_filters: list[StanzaFilter] = field(default_factory=list)
     recipient_filters: list[RecipientFilter] = field(default_factory=list)
     message_hooks: list[MessageHook] = field(default_factory=list)
@@ -294,6 +295,12 @@ class PluginRegistry:
     def on_initial_presence(self, hook: SessionHook) -> SessionHook:
         """Run after a session's first available presence (offline messages...)."""
         self.initial_presence_hooks.append(hook)
+        return hook
+
+    def on_session_resumed(self, hook: SessionHook) -> SessionHook:
+        """Run when a detached session is resumed on a new stream (XEP-0198
+        §5), after what it had not acknowledged was sent again; synchronous."""
+        self.session_resumed_hooks.append(hook)
         return hook
 
     def on_session_closed(self, hook: SessionHook) -> SessionHook:

@@ -59,12 +59,13 @@ When ("the recipient cannot get it now"):
   (blocked sender, full quota) pushes nothing.
 - (b) the session that would get it is detached (XEP-0198, waiting for
   resumption) or inactive (XEP-0352, holding stanzas): the code that queues
-  or holds the stanza calls `notify_away(session, stanza)`. It pushes to
-  the registrations that this session enabled (the device the session
-  runs on, as mod_cloud_notify does for a hibernated session); a session
-  that enabled none pushes nothing. One stanza queued for several sessions
-  in one loop turn pushes each registration once. When a detached session
-  is resumed, call `reset_counts(session.jid.bare)`.
+  or holds the stanza runs `plugins.on_message_waits` (BoundSession.
+  send_serialized), and `message_waits` here calls `notify_away(session,
+  stanza)`. It pushes to the registrations that this session enabled (the
+  device the session runs on, as mod_cloud_notify does for a hibernated
+  session); a session that enabled none pushes nothing. One stanza queued
+  for several sessions in one loop turn pushes each registration once. A
+  resumption resets the counts (`plugins.on_session_resumed`).
 
 message-count is per registration, in memory: the notifications sent to it
 since a session of the account last bound (each bind resets it to 0, as
@@ -384,9 +385,10 @@ def reset_on_bind(session: BoundSession) -> None:
     registrations.reset_counts(owner)
 
 
-def reset_counts(owner: JID) -> None:
-    """For XEP-0198 resumption: the user's device is back, counts restart."""
-    registrations.reset_counts(owner)
+@plugins.on_session_resumed
+def reset_on_resume(session: BoundSession) -> None:
+    """XEP-0198 resumption: the user's device is back, counts restart."""
+    registrations.reset_counts(session.jid.bare)
 
 
 @plugins.on_session_closed

@@ -377,3 +377,8 @@ def resume(stream: ClientStream, el: Element) -> None:
     )
     # §5: then everything the client had not acknowledged, in order.
     session.resend_unacked()
+    for hook in stream.server.registry.session_resumed_hooks:
+        try:
+            hook(session)
+        except Exception:
+            log.exception("session-resumed hook failed for %r", session)
