@@ -1741,6 +1741,12 @@ async def main(args) -> int:
         "presence": scenario_presence,
         "websocket": scenario_websocket,
     }
+    return await run_scenarios(scenarios, args)
+
+
+async def run_scenarios(scenarios: dict, args) -> int:
+    """Run the chosen scenarios (`args.scenario`, or "all"), then the summary
+    of every figure against its target; the exit status (1 if any missed)."""
     chosen = list(scenarios) if args.scenario == "all" else [args.scenario]
     failed = False
     for name in chosen:

@@ -75,7 +75,6 @@ from load import (  # noqa: E402
     DOMAIN,
     INITIAL_PRESENCE,
     NS_SM,
-    RESULTS,
     STREAM_HEADER,
     BenchError,
     Conn,
@@ -88,6 +87,7 @@ from load import (  # noqa: E402
     raise_nofile,
     report,
     run_logins,
+    run_scenarios,
 )
 
 TARGET_SM_RATIO = 0.85  # issue 14: SM within 15% of the same flow without it
@@ -396,18 +396,7 @@ async def main(args) -> int:
         "resume": scenario_resume,
         "detached": scenario_detached,
     }
-    chosen = list(scenarios) if args.scenario == "all" else [args.scenario]
-    failed = False
-    for name in chosen:
-        try:
-            await scenarios[name](args)
-        except BenchError as exc:
-            print(f"{name}: FAILED: {exc}", flush=True)
-            failed = True
-    print("\n== summary")
-    for label, ok in RESULTS:
-        print(f"  {'OK    ' if ok else 'MISSED'} {label}")
-    return 1 if failed or not all(ok for _, ok in RESULTS) else 0
+    return await run_scenarios(scenarios, args)
 
 
 if __name__ == "__main__":
