@@ -229,21 +229,18 @@ class BoundSession:
         ):
             self._message_waits(data)
         sm = self.sm
-        if sm is None:
-            if transport is None or self._stream.closing:
-                return
-            if self._held is not None:
-                self._held.append(data)
-                return
-        else:
+        writable = transport is not None and not self._stream.closing
+        if sm is None and not writable:
+            return
+        if self._held is not None:
+            self._held.append(data)
+            return
+        if sm is not None:
             # XEP-0198: counted and kept until acknowledged, whether it can
             # be written now or waits for the session to be resumed.
-            if self._held is not None:
-                self._held.append(data)
-                return
             sm.stanza_sent(data)
-            if transport is None or self._stream.closing:
-                if self._stream is None and self.jid is not None:
+            if not writable:
+                if self.detached:
                     self._trim_detached()
                 return
         if transport.buffered > self.server.limits.max_outgoing_buffer:

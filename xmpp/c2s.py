@@ -424,12 +424,17 @@ class ClientStream(XmlStream):
             self._take_over(displaced, moved, session)
 
     def _take_over(self, displaced: BoundSession, stanzas: list[bytes], session: BoundSession):
+        """The displaced session's unacknowledged messages to the new one; the
+        rest (IQs to answer, presence) as any ended session's (give_up)."""
         from .stream_management import give_up
 
-        messages = [data for data in stanzas if data.startswith(b"<message")]
-        for data in messages:
-            session.send_serialized(data)
-        rest = [data for data in stanzas if not data.startswith(b"<message")]
+        delivery = self.server.router.delivery
+        rest = []
+        for data in stanzas:
+            if data.startswith(b"<message"):
+                delivery.to_session(session, data)
+            else:
+                rest.append(data)
         if rest:
             give_up(displaced, rest, still_bound=False)
 

@@ -244,11 +244,11 @@ class StoreJob:
                 # XEP-0160 §2 step 3 (queue full).
                 job.router.bounce(job.stanza, StanzaError("service-unavailable"))
             else:
-                account = job.router.sessions.account(JID(job.local, job.router.domain, ""))
+                owner = JID(job.local, job.router.domain, "")
+                account = job.router.sessions.account(owner)
                 if account is not None:
                     account.data[MAY_HAVE_STORED] = True
-                if plugins.offline_stored_hooks:
-                    _stored(job)
+                _stored(job, owner)
             job.settled()
 
     def settled(self) -> None:
@@ -258,10 +258,9 @@ class StoreJob:
             self.done.set_result(None)
 
 
-def _stored(job: StoreJob) -> None:
+def _stored(job: StoreJob, owner: JID) -> None:
     """The hooks of a message now kept (push notifications, XEP-0357)."""
-    owner = JID(job.local, job.router.domain, "")
-    for hook in plugins.offline_stored_hooks:
+    for hook in job.router.registry.offline_stored_hooks:
         try:
             hook(job.stanza, owner, job.router)
         except Exception:

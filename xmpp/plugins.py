@@ -117,8 +117,10 @@ MessageHook = Callable[[Element, JID, JID, "BoundSession | None", "Router"], Non
 OfflineHandler = Callable[[Element, JID, "Router"], Any]
 # Told of a message committed to offline storage for the bare JID of a
 # local account (push notifications, XEP-0357).
-MessageWaitsHook = Callable[["BoundSession", bytes], None]
 OfflineStoredHook = Callable[[Element, JID, "Router"], None]
+# Told of a message written to a session that is detached (XEP-0198) or
+# inactive (XEP-0352), as the serialised bytes (push notifications).
+MessageWaitsHook = Callable[["BoundSession", bytes], None]
 # Fills an account's in-memory state from the database, synchronously: all
 # loaders run together in one worker thread at the account's first bind.
 AccountLoader = Callable[["AccountState", int], None]

@@ -67,6 +67,19 @@ REQUEST = f"<r xmlns='{NS_SM}'/>".encode()
 EXPIRED_IDS_KEPT = 10_000
 
 
+def _offered(transport) -> bool:
+    """§2: TCP, direct TLS and WebSocket carry stream management; BOSH does not."""
+    return getattr(transport, "offers_stream_management", False)
+
+
+def _h(el: Element) -> int:
+    """§4: 'h' is an unsigned 32-bit integer."""
+    h = el.get("h", "")
+    if not h.isdigit() or int(h) >= H_MODULO:
+        raise StreamError("invalid-xml", "h is an unsigned 32-bit integer")
+    return int(h)
+
+
 def _failed(condition: str, h: int | None = None) -> bytes:
     h_attr = f" h='{h % H_MODULO}'" if h is not None else ""
     return (
@@ -216,7 +229,7 @@ _expired: OrderedDict[str, tuple[str, int]] = OrderedDict()  # id -> (bare JID, 
 
 
 def _expire(session: BoundSession) -> None:
-    if session.jid is not None and session.stream is None:
+    if session.detached:
         log.info("%r was not resumed in time; ending it", session)
         session.end()
 
@@ -278,7 +291,7 @@ def give_up(session: BoundSession, stanzas: list[bytes], *, still_bound: bool) -
 
 @plugins.stream_feature
 def sm_feature(stream: ClientStream) -> Element | None:
-    if not getattr(stream.transport, "offers_stream_management", False):
+    if not _offered(stream.transport):
         return None
     return Element(f"{{{NS_SM}}}sm")
 
@@ -287,7 +300,7 @@ def sm_feature(stream: ClientStream) -> Element | None:
 def enable(stream: ClientStream, el: Element) -> None:
     session = stream.session
     transport = stream.transport
-    if session is None or not getattr(transport, "offers_stream_management", False):
+    if session is None or not _offered(transport):
         # §3: before binding, or where it was not offered.
         transport.write(_failed("unexpected-request"))
         return
@@ -330,23 +343,18 @@ def acknowledgement(stream: ClientStream, el: Element) -> None:
     sm = session.sm
     if sm is None:
         raise StreamError("unsupported-stanza-type", "stream management is not enabled")
-    h = el.get("h", "")
-    if not h.isdigit() or int(h) >= H_MODULO:
-        raise StreamError("invalid-xml", "h is an unsigned 32-bit integer")
-    sm.acknowledged(int(h))
+    sm.acknowledged(_h(el))
     sm.answered(session)
 
 
 @plugins.nonza(f"{{{NS_SM}}}resume", before_bind=True, after_bind=True)
 def resume(stream: ClientStream, el: Element) -> None:
     transport = stream.transport
-    if stream.session is not None or not getattr(transport, "offers_stream_management", False):
+    if stream.session is not None or not _offered(transport):
         transport.write(_failed("unexpected-request"))  # §5: after SASL, before bind
         return
     previd = el.get("previd", "")
-    h = el.get("h", "")
-    if not h.isdigit() or int(h) >= H_MODULO:
-        raise StreamError("invalid-xml", "h is an unsigned 32-bit integer")
+    h = _h(el)
     session = _resumable.get(previd)
     own_bare = f"{stream.username}@{stream.server.domain}"
     if session is None or session.jid is None or session.bare_str != own_bare:
@@ -358,7 +366,7 @@ def resume(stream: ClientStream, el: Element) -> None:
         return
     sm = session.sm
     try:
-        sm.acknowledged(int(h))
+        sm.acknowledged(h)
     except StreamError:
         transport.write(_failed("unexpected-request"))
         return
