@@ -266,18 +266,7 @@ class Server:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        for port in (self.port, self.http_port):
-            while True:
-                if self.process.poll() is not None:
-                    raise BenchError(f"server exited early:\n{self.log()}")
-                if time.monotonic() > deadline:
-                    raise BenchError(f"server did not listen on {port}:\n{self.log()}")
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                        break
-                except OSError:
-                    time.sleep(0.1)
+        wait_listening(self.process, (self.port, self.http_port), 60, self.log)
         print(
             f"  [{self.label}] server pid {self.process.pid} on 127.0.0.1:{self.port}; "
             f"{len(self.accounts)} accounts registered in {t1 - t0:.1f} s",
@@ -305,19 +294,41 @@ class Server:
             return ""
 
     def stop(self, keep: bool = False) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         if self.process is not None:
             self._log_file.close()
         if keep:
             print(f"  [{self.label}] kept {self.data_dir}")
         else:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def wait_listening(process: subprocess.Popen, ports, seconds: float, log) -> None:
+    """Until `process` listens on every port of 127.0.0.1; BenchError if it
+    exits or does not within `seconds` (with `log()`, its output)."""
+    deadline = time.monotonic() + seconds
+    for port in ports:
+        while True:
+            if process.poll() is not None:
+                raise BenchError(f"the server exited early:\n{log()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"the server did not listen on {port}:\n{log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after a grace period."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def read_rss_kib(pid: int) -> int:

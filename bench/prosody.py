@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from load import stop_process, wait_listening  # noqa: E402  (bench/load.py)
 
 from xmpp.tls import generate_self_signed  # noqa: E402
 
@@ -110,17 +111,7 @@ class Prosody:
             stdout=open(self.dir / "stdout.log", "wb"),  # noqa: SIM115 - the child keeps it
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prosody exited early:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prosody did not listen on {self.port}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_listening(self.process, (self.port,), 30, self.log)
         print(
             f"  [prosody] {self.version()} pid {self.process.pid} on 127.0.0.1:{self.port}; "
             f"{len(self.accounts)} accounts written in {time.monotonic() - t0:.1f} s",
@@ -164,11 +155,5 @@ class Prosody:
         return text
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)
